@@ -1,0 +1,109 @@
+"""Typed dependencies: every route gets state, database session and caller from here.
+
+Role checks live here, not in route bodies: a route that takes ``AdminUser`` cannot be
+reached by anyone else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from konfer.api.db.models import AuthSession, Role, User, UserStatus
+from konfer.api.state import AppState
+from konfer.core.errors import InsufficientPermissions, InvalidToken, MissingToken
+from konfer.core.settings import Settings
+from konfer.core.tokens import AccessClaims
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.konfer
+    return state
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def access_claims(request: Request, state: StateDep) -> AccessClaims:
+    """Claims of the bearer token; the middleware may already have verified it."""
+    claims: AccessClaims | None = getattr(request.state, "access_claims", None)
+    if claims is not None:
+        return claims
+    error: InvalidToken | None = getattr(request.state, "access_error", None)
+    if error is not None:
+        raise error
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not token.strip():
+        raise MissingToken()
+    if scheme.lower() != "bearer":
+        raise InvalidToken("Authorization header must use the Bearer scheme")
+    return state.tokens.verify_access(token.strip())
+
+
+ClaimsDep = Annotated[AccessClaims, Depends(access_claims)]
+
+
+@dataclass(slots=True)
+class Principal:
+    """The caller: their user row and the sign-in session their token belongs to."""
+
+    user: User
+    session_id: uuid.UUID
+
+    @property
+    def is_admin(self) -> bool:
+        return self.user.role == Role.admin.value
+
+
+async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal:
+    row = (await session.execute(
+        select(User, AuthSession.revoked_at)
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+    )).first()
+    if row is None:
+        raise InvalidToken()
+    user, revoked_at = row
+    if revoked_at is not None or user.status != UserStatus.active.value:
+        raise InvalidToken("Session has been revoked")
+    return Principal(user=user, session_id=claims.session_id)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_user(principal: CurrentPrincipal) -> User:
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def admin_user(principal: CurrentPrincipal) -> User:
+    if not principal.is_admin:
+        raise InsufficientPermissions()
+    return principal.user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

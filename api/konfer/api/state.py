@@ -1,0 +1,30 @@
+"""Everything the api builds once at start and hands to requests through dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from konfer.api.metrics import ApiMetrics
+from konfer.api.services.passwords import PasswordHasher
+from konfer.core.ratelimit import RateLimiter
+from konfer.core.settings import Settings
+from konfer.core.storage import Storage
+from konfer.core.tokens import TokenCodec
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    tokens: TokenCodec
+    storage: Storage
+    rate_limiter: RateLimiter
+    redis: Redis | None
+    passwords: PasswordHasher
+    registry: CollectorRegistry
+    metrics: ApiMetrics

@@ -1,0 +1,174 @@
+"""The one settings object of every Konfer process.
+
+Read from ``KONFER_*`` environment variables (and a ``.env`` file when present) once at
+start and validated there, so a misconfigured deployment fails before it serves anything.
+Components receive the object through dependency injection; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_S3_ACCESS_KEY = "minioadmin"
+DEFAULT_S3_SECRET_KEY = "minioadmin"  # noqa: S105 - the well-known MinIO default, refused in production
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class RateLimit(BaseModel):
+    """A sustained per-minute rate with an instantaneous burst allowance."""
+
+    per_minute: int = Field(gt=0)
+    burst: int = Field(gt=0)
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    # The table of the API documentation; keys are the rate-limit classes.
+    return {
+        "auth": RateLimit(per_minute=10, burst=5),
+        "general": RateLimit(per_minute=100, burst=50),
+        "upload": RateLimit(per_minute=5, burst=5),
+        "ai": RateLimit(per_minute=20, burst=10),
+        "websocket": RateLimit(per_minute=30, burst=10),
+    }
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; see README.md for the production set."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KONFER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    env: Environment = Environment.development
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    public_url: str | None = Field(
+        default=None, description="Base URL users reach the api at; derived from host/port if unset"
+    )
+    log_level: str = "INFO"
+    json_logs: bool = True
+    service_name: str = "konfer-api"
+
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
+    )
+    database_echo: bool = False
+    database_pool_size: int = Field(default=10, ge=1)
+    redis_url: str | None = Field(
+        default=None, description="Redis for cross-replica state; in-process when unset"
+    )
+
+    s3_endpoint: str | None = Field(
+        default=None, description="host:port of MinIO/S3; local disk storage when unset"
+    )
+    s3_access_key: str = DEFAULT_S3_ACCESS_KEY
+    s3_secret_key: SecretStr = SecretStr(DEFAULT_S3_SECRET_KEY)
+    s3_bucket: str = "konfer"
+    s3_secure: bool = False
+    s3_region: str | None = None
+
+    signing_keys_dir: Path | None = Field(
+        default=None,
+        description="Folder of Ed25519 private keys (<kid>.pem); data_dir/keys when unset",
+    )
+    signing_key_id: str | None = Field(
+        default=None, description="kid of the key that signs new tokens; newest when unset"
+    )
+    token_issuer: str = "konfer"
+    access_token_ttl_seconds: int = Field(default=3600, gt=0)
+    refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    password_reset_ttl_seconds: int = Field(default=3600, gt=0)
+    csrf_token_ttl_seconds: int = Field(default=3600, gt=0)
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_from: str = "Konfer <no-reply@konfer.local>"
+
+    admin_username: str | None = Field(
+        default=None, description="First admin, created at start when it does not exist"
+    )
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    rate_limit_enabled: bool = True
+    rate_limits: dict[str, RateLimit] = Field(default_factory=_default_rate_limits)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Comma-separated proxy addresses whose X-Forwarded-For is believed",
+    )
+
+    max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    avatar_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("trusted_proxies", "cors_origins"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = [v.strip() for v in value.split(",") if v.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_defaults_in_production(self) -> Self:
+        if self.env is not Environment.production:
+            return self
+        problems: list[str] = []
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            problems.append("KONFER_DATABASE_URL must point at PostgreSQL")
+        if self.s3_endpoint is None:
+            problems.append("KONFER_S3_ENDPOINT must be set")
+        if (
+            self.s3_access_key == DEFAULT_S3_ACCESS_KEY
+            or self.s3_secret_key.get_secret_value() == DEFAULT_S3_SECRET_KEY
+        ):
+            problems.append("KONFER_S3_ACCESS_KEY/KONFER_S3_SECRET_KEY must not be the defaults")
+        if self.signing_keys_dir is None:
+            problems.append("KONFER_SIGNING_KEYS_DIR must name the mounted signing-key Secret")
+        if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 12:
+            problems.append("KONFER_ADMIN_PASSWORD must have at least 12 characters")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.production
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'konfer.db').resolve()}"
+
+    @cached_property
+    def resolved_keys_dir(self) -> Path:
+        return self.signing_keys_dir or self.data_dir / "keys"
+
+    @cached_property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
