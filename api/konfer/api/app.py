@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 async def build_state(settings: Settings, passwords: PasswordHasher | None = None) -> AppState:
     engine = create_engine(settings)
     await upgrade(engine)
-    keys = KeyRing.load(settings.resolved_keys_dir, settings.signing_key_id,
-                        generate=not settings.is_production)
+    keys = KeyRing.load(
+        settings.resolved_keys_dir, settings.signing_key_id, generate=not settings.is_production
+    )
     storage = storage_from_settings(settings)
     await storage.ensure_ready()
     redis: Redis | None = None
@@ -53,9 +54,15 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return AppState(
-        settings=settings, engine=engine, sessionmaker=create_sessionmaker(engine),
-        tokens=TokenCodec(keys, settings.token_issuer), storage=storage, rate_limiter=limiter,
-        redis=redis, passwords=passwords or PasswordHasher(), registry=registry,
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        tokens=TokenCodec(keys, settings.token_issuer),
+        storage=storage,
+        rate_limiter=limiter,
+        redis=redis,
+        passwords=passwords or PasswordHasher(),
+        registry=registry,
         metrics=ApiMetrics(registry),
     )
 
@@ -66,8 +73,9 @@ async def close_state(state: AppState) -> None:
     await state.engine.dispose()
 
 
-def create_app(settings: Settings | None = None, *, passwords: PasswordHasher | None = None
-               ) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, passwords: PasswordHasher | None = None
+) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -91,10 +99,18 @@ def create_app(settings: Settings | None = None, *, passwords: PasswordHasher | 
     app.add_middleware(KonferMiddleware, state_getter=lambda: app.state.konfer)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-            allow_methods=["*"], allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining",
-                            "X-RateLimit-Reset", "Retry-After"],
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+            ],
         )
     for router in (system.router, auth.router, users.router, admin_users.router):
         app.include_router(router)

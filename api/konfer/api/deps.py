@@ -77,11 +77,13 @@ class Principal:
 
 
 async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal:
-    row = (await session.execute(
-        select(User, AuthSession.revoked_at)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
-    )).first()
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).first()
     if row is None:
         raise InvalidToken()
     user, revoked_at = row

@@ -28,7 +28,10 @@ from konfer.core.timeutil import isoformat, utcnow
 log = logging.getLogger(__name__)
 
 _STATUS_CODES: dict[int, type[KonferError]] = {
-    404: NotFound, 405: MethodNotAllowed, 413: PayloadTooLarge, 400: ValidationFailed,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    400: ValidationFailed,
 }
 
 

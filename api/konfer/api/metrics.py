@@ -13,19 +13,27 @@ class ApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "http_requests_total", "Total number of HTTP requests",
-            ["endpoint", "method", "service", "status_code"], registry=registry,
+            "http_requests_total",
+            "Total number of HTTP requests",
+            ["endpoint", "method", "service", "status_code"],
+            registry=registry,
         )
         self.latency = Histogram(
-            "http_request_duration_seconds", "HTTP request latency",
-            ["endpoint", "method", "service"], registry=registry,
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            ["endpoint", "method", "service"],
+            registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.rate_limited = Counter(
-            "konfer_api_rate_limited_total", "Requests refused by a rate limit",
-            ["limit_class"], registry=registry,
+            "konfer_api_rate_limited_total",
+            "Requests refused by a rate limit",
+            ["limit_class"],
+            registry=registry,
         )
         self.logins = Counter(
-            "konfer_api_logins_total", "Login attempts by outcome",
-            ["outcome"], registry=registry,
+            "konfer_api_logins_total",
+            "Login attempts by outcome",
+            ["outcome"],
+            registry=registry,
         )

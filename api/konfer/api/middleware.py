@@ -28,8 +28,7 @@ from konfer.core.ratelimit import Decision
 log = logging.getLogger("konfer.api.access")
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_UNLIMITED_PREFIXES = ("/health", "/metrics", "/.well-known/", "/docs", "/openapi.json",
-                       "/redoc")
+_UNLIMITED_PREFIXES = ("/health", "/metrics", "/.well-known/", "/docs", "/openapi.json", "/redoc")
 
 
 def rate_limit_class(path: str) -> str | None:
@@ -84,9 +83,9 @@ class KonferMiddleware:
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = list(message["headers"]) + extra_headers
-            elif message["type"] == "websocket.close" and status_holder[0] == 500:
-                status_holder[0] = 101
-            elif message["type"] == "websocket.accept":
+            elif message["type"] == "websocket.accept" or (
+                message["type"] == "websocket.close" and status_holder[0] == 500
+            ):
                 status_holder[0] = 101
             await send(message)
 
@@ -94,8 +93,9 @@ class KonferMiddleware:
             early = await self._preflight(st, scope, headers, path, request_id, extra_headers)
             if early is not None:
                 status, hdrs, body = early
-                await send_wrapper({"type": "http.response.start", "status": status,
-                                    "headers": hdrs})
+                await send_wrapper(
+                    {"type": "http.response.start", "status": status, "headers": hdrs}
+                )
                 await send_wrapper({"type": "http.response.body", "body": body})
                 return
             if scope["type"] == "http":
@@ -105,26 +105,36 @@ class KonferMiddleware:
             self._observe(st, scope, path, status_holder[0], started, request_id)
 
     async def _preflight(
-        self, st: AppState, scope: Scope, headers: Headers, path: str, request_id: str,
+        self,
+        st: AppState,
+        scope: Scope,
+        headers: Headers,
+        path: str,
+        request_id: str,
         extra_headers: list[tuple[bytes, bytes]],
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         if scope["type"] == "http":
             length = headers.get("content-length")
             limit = body_limit(st, path)
             if length is not None and length.isdigit() and int(length) > limit:
-                return _json_error(PayloadTooLarge(
-                    f"Request body of {length} bytes exceeds the limit of {limit} bytes"
-                ), request_id)
+                return _json_error(
+                    PayloadTooLarge(
+                        f"Request body of {length} bytes exceeds the limit of {limit} bytes"
+                    ),
+                    request_id,
+                )
         limit_class = rate_limit_class(path)
         if limit_class is None or not st.settings.rate_limit_enabled:
             return None
         key = f"{limit_class}:{self._identity(st, scope, headers)}"
         decision: Decision = await st.rate_limiter.hit(key, st.settings.rate_limits[limit_class])
-        extra_headers.extend([
-            (b"x-ratelimit-limit", str(decision.limit).encode()),
-            (b"x-ratelimit-remaining", str(decision.remaining).encode()),
-            (b"x-ratelimit-reset", str(decision.reset_at).encode()),
-        ])
+        extra_headers.extend(
+            [
+                (b"x-ratelimit-limit", str(decision.limit).encode()),
+                (b"x-ratelimit-remaining", str(decision.remaining).encode()),
+                (b"x-ratelimit-reset", str(decision.reset_at).encode()),
+            ]
+        )
         if decision.allowed:
             return None
         st.metrics.rate_limited.labels(limit_class).inc()
@@ -167,7 +177,12 @@ class KonferMiddleware:
         return limited
 
     def _observe(
-        self, st: AppState, scope: Scope, path: str, status: int, started: float,
+        self,
+        st: AppState,
+        scope: Scope,
+        path: str,
+        status: int,
+        started: float,
         request_id: str,
     ) -> None:
         elapsed = time.perf_counter() - started
@@ -179,11 +194,18 @@ class KonferMiddleware:
         st.metrics.latency.labels(endpoint, method, service).observe(elapsed)
         if log.isEnabledFor(logging.INFO):
             claims = scope.get("state", {}).get("access_claims")
-            log.info("request", extra={
-                "method": method, "path": path, "endpoint": endpoint, "status": status,
-                "duration_ms": round(elapsed * 1000, 2), "request_id": request_id,
-                "user_id": str(claims.user_id) if claims else None,
-            })
+            log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "path": path,
+                    "endpoint": endpoint,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "request_id": request_id,
+                    "user_id": str(claims.user_id) if claims else None,
+                },
+            )
 
 
 def body_limit(st: AppState, path: str) -> int:

@@ -20,8 +20,11 @@ from konfer.core.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in (("host", getattr(args, "host", None)),
-                                   ("port", getattr(args, "port", None))) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None)))
+        if v is not None
+    }
     try:
         return Settings(**overrides)
     except ValidationError as exc:
@@ -37,9 +40,15 @@ def _serve(settings: Settings) -> None:
     app = create_app(settings)
     print(f"Konfer is running at {settings.resolved_public_url}  (Ctrl+C to stop)", flush=True)
     uvicorn.run(
-        app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        proxy_headers=True, forwarded_allow_ips=",".join(settings.trusted_proxies),
-        log_config=None, access_log=False,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.trusted_proxies),
+        log_config=None,
+        access_log=False,
     )
 
 
@@ -87,8 +96,9 @@ def cmd_admin_create(args: argparse.Namespace) -> None:
         try:
             await upgrade(engine)
             async with create_sessionmaker(engine)() as session:
-                user = await create_admin(session, PasswordHasher(), args.username, args.email,
-                                          password)
+                user = await create_admin(
+                    session, PasswordHasher(), args.username, args.email, password
+                )
                 return str(user.id)
         finally:
             await engine.dispose()

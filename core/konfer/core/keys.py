@@ -48,8 +48,14 @@ class SigningKey:
         raw = self.public_key.public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
-        return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw), "kid": self.kid,
-                "use": "sig", "alg": "EdDSA"}
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": _b64url(raw),
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
 
 
 class KeyRing:

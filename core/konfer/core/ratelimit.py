@@ -96,8 +96,9 @@ class RedisRateLimiter:
         return Decision(True, limit.per_minute, remaining, math.ceil(tat), 0)
 
 
-async def ping(redis: Redis, timeout: float = 2.0) -> bool:
+async def ping(redis: Redis, within: float = 2.0) -> bool:
     try:
-        return bool(await asyncio.wait_for(redis.ping(), timeout))  # type: ignore[misc]
+        async with asyncio.timeout(within):
+            return bool(await redis.ping())
     except (OSError, TimeoutError, ConnectionError):
         return False

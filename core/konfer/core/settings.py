@@ -11,13 +11,13 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_S3_ACCESS_KEY = "minioadmin"
-DEFAULT_S3_SECRET_KEY = "minioadmin"  # noqa: S105 - the well-known MinIO default, refused in production
+DEFAULT_S3_SECRET_KEY = "minioadmin"
 
 
 class Environment(StrEnum):
@@ -129,6 +129,18 @@ class Settings(BaseSettings):
                 if isinstance(value, str):
                     data[key] = [v.strip() for v in value.split(",") if v.strip()]
         return data
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _merge_rate_limits(cls, value: object) -> object:
+        """Overrides patch the documented table, so one class or one field can change alone."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {k: v.model_dump() for k, v in _default_rate_limits().items()}
+        for name, limit in value.items():
+            patch = limit.model_dump() if isinstance(limit, RateLimit) else limit
+            merged[name] = {**merged.get(name, {}), **patch} if isinstance(patch, dict) else patch
+        return merged
 
     @model_validator(mode="after")
     def _refuse_defaults_in_production(self) -> Self:

@@ -15,8 +15,9 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -38,7 +39,9 @@ class Storage(Protocol):
     async def ensure_ready(self) -> None: ...
     async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo: ...
     async def stat(self, key: str) -> ObjectInfo | None: ...
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]: ...
+    def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
 
 
@@ -131,6 +134,13 @@ class S3Storage:
         self.client = client
         self.bucket = bucket
 
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking SDK call in a thread; an unreachable server becomes a 503."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ServiceUnavailable(f"object storage is unreachable: {exc}") from exc
+
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
         assert settings.s3_endpoint is not None
@@ -152,29 +162,32 @@ class S3Storage:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
 
-        try:
-            await asyncio.to_thread(make_bucket)
-        except (S3Error, OSError) as exc:
-            raise ServiceUnavailable(f"object storage is unreachable: {exc}") from exc
+        await self._run(make_bucket)
 
     async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo:
         _check_key(key)
         await asyncio.to_thread(
-            self.client.put_object, self.bucket, key, body, length,
-            content_type=content_type, part_size=_MULTIPART_PART_SIZE,
+            self.client.put_object,
+            self.bucket,
+            key,
+            body,
+            length,
+            content_type=content_type,
+            part_size=_MULTIPART_PART_SIZE,
         )
         return ObjectInfo(key=key, size=length, content_type=content_type)
 
     async def stat(self, key: str) -> ObjectInfo | None:
         _check_key(key)
         try:
-            st = await asyncio.to_thread(self.client.stat_object, self.bucket, key)
+            st = await self._run(self.client.stat_object, self.bucket, key)
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchObject", "NotFound"):
                 return None
             raise
         return ObjectInfo(
-            key=key, size=int(st.size or 0),
+            key=key,
+            size=int(st.size or 0),
             content_type=st.content_type or "application/octet-stream",
         )
 
@@ -182,7 +195,7 @@ class S3Storage:
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
         _check_key(key)
-        resp = await asyncio.to_thread(
+        resp = await self._run(
             self.client.get_object, self.bucket, key, offset=offset, length=length or 0
         )
         try:
@@ -197,7 +210,7 @@ class S3Storage:
 
     async def delete(self, key: str) -> None:
         _check_key(key)
-        await asyncio.to_thread(self.client.remove_object, self.bucket, key)
+        await self._run(self.client.remove_object, self.bucket, key)
 
 
 def storage_from_settings(settings: Settings) -> Storage:

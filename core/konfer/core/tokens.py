@@ -55,6 +55,7 @@ class TokenCodec:
 
     def _encode(self, claims: dict[str, Any]) -> str:
         key = self.keys.active
+        assert key.private_key is not None
         return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
 
     def _decode(self, token: str, audience: str) -> dict[str, Any]:
@@ -80,21 +81,29 @@ class TokenCodec:
         except jwt.PyJWTError as exc:
             raise InvalidToken() from exc
 
-    def issue_access(
-        self, user_id: uuid.UUID, session_id: uuid.UUID, role: str, ttl: int
-    ) -> str:
+    def issue_access(self, user_id: uuid.UUID, session_id: uuid.UUID, role: str, ttl: int) -> str:
         now = int(time.time())
-        return self._encode({
-            "iss": self.issuer, "aud": ACCESS_AUDIENCE, "sub": str(user_id),
-            "sid": str(session_id), "role": role, "iat": now, "exp": now + ttl,
-        })
+        return self._encode(
+            {
+                "iss": self.issuer,
+                "aud": ACCESS_AUDIENCE,
+                "sub": str(user_id),
+                "sid": str(session_id),
+                "role": role,
+                "iat": now,
+                "exp": now + ttl,
+            }
+        )
 
     def verify_access(self, token: str) -> AccessClaims:
         c = self._decode(token, ACCESS_AUDIENCE)
         try:
             return AccessClaims(
-                user_id=uuid.UUID(c["sub"]), session_id=uuid.UUID(c["sid"]),
-                role=str(c["role"]), issued_at=int(c["iat"]), expires_at=int(c["exp"]),
+                user_id=uuid.UUID(c["sub"]),
+                session_id=uuid.UUID(c["sid"]),
+                role=str(c["role"]),
+                issued_at=int(c["iat"]),
+                expires_at=int(c["exp"]),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise InvalidToken() from exc
@@ -102,10 +111,16 @@ class TokenCodec:
     def issue_csrf(self, subject: str, ttl: int) -> tuple[str, int]:
         now = int(time.time())
         exp = now + ttl
-        token = self._encode({
-            "iss": self.issuer, "aud": CSRF_AUDIENCE, "sub": subject,
-            "iat": now, "exp": exp, "nonce": secrets.token_urlsafe(12),
-        })
+        token = self._encode(
+            {
+                "iss": self.issuer,
+                "aud": CSRF_AUDIENCE,
+                "sub": subject,
+                "iat": now,
+                "exp": exp,
+                "nonce": secrets.token_urlsafe(12),
+            }
+        )
         return token, exp
 
     def verify_csrf(self, token: str) -> str:
@@ -113,27 +128,38 @@ class TokenCodec:
 
     def issue_media(self, user_id: uuid.UUID, name: str, grants: MediaGrants, ttl: int) -> str:
         now = int(time.time())
-        return self._encode({
-            "iss": self.issuer, "aud": MEDIA_AUDIENCE, "sub": str(user_id), "name": name,
-            "iat": now, "exp": now + ttl, "jti": secrets.token_hex(8),
-            "video": {
-                "room": grants.room, "canPublish": grants.can_publish,
-                "canSubscribe": grants.can_subscribe,
-                "canPublishSources": list(grants.can_publish_sources),
-                "roomAdmin": grants.room_admin, "hidden": grants.hidden,
-                "recorder": grants.recorder,
-            },
-        })
+        return self._encode(
+            {
+                "iss": self.issuer,
+                "aud": MEDIA_AUDIENCE,
+                "sub": str(user_id),
+                "name": name,
+                "iat": now,
+                "exp": now + ttl,
+                "jti": secrets.token_hex(8),
+                "video": {
+                    "room": grants.room,
+                    "canPublish": grants.can_publish,
+                    "canSubscribe": grants.can_subscribe,
+                    "canPublishSources": list(grants.can_publish_sources),
+                    "roomAdmin": grants.room_admin,
+                    "hidden": grants.hidden,
+                    "recorder": grants.recorder,
+                },
+            }
+        )
 
     def verify_media(self, token: str) -> tuple[str, MediaGrants]:
         c = self._decode(token, MEDIA_AUDIENCE)
         try:
             v = c["video"]
             grants = MediaGrants(
-                room=str(v["room"]), can_publish=bool(v["canPublish"]),
+                room=str(v["room"]),
+                can_publish=bool(v["canPublish"]),
                 can_subscribe=bool(v["canSubscribe"]),
                 can_publish_sources=[str(s) for s in v["canPublishSources"]],
-                room_admin=bool(v["roomAdmin"]), hidden=bool(v["hidden"]),
+                room_admin=bool(v["roomAdmin"]),
+                hidden=bool(v["hidden"]),
                 recorder=bool(v["recorder"]),
             )
         except (KeyError, TypeError) as exc:

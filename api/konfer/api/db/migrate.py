@@ -25,14 +25,10 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
-    postgres = connection.dialect.name == "postgresql"
-    if postgres:
-        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _LOCK_ID})
-    try:
-        command.upgrade(alembic_config(connection), "head")
-    finally:
-        if postgres:
-            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _LOCK_ID})
+    if connection.dialect.name == "postgresql":
+        # Held until the migration transaction commits, so the next replica sees its tables.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+    command.upgrade(alembic_config(connection), "head")
 
 
 async def upgrade(engine: AsyncEngine) -> None:

@@ -18,7 +18,8 @@ router = APIRouter(prefix="/api/v1/admin/users", tags=["admin"])
 
 @router.get("", response_model=UserList)
 async def list_users(
-    _: AdminUser, session: SessionDep,
+    _: AdminUser,
+    session: SessionDep,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     search: Annotated[str | None, Query(max_length=100)] = None,
@@ -27,8 +28,9 @@ async def list_users(
 ) -> UserList:
     params = PageParams(page=page, page_size=page_size)
     found, total = await users.list_users(session, params, search, role, status)
-    return UserList(users=[users.public(u) for u in found],
-                    pagination=Pagination.of(page, page_size, total))
+    return UserList(
+        users=[users.public(u) for u in found], pagination=Pagination.of(page, page_size, total)
+    )
 
 
 @router.get("/{user_id}", response_model=UserPublic)
@@ -58,7 +60,9 @@ async def delete_user(
 
 @router.post("/{user_id}/ban", response_model=UserPublic)
 async def ban_user(
-    user_id: uuid.UUID, admin: AdminUser, session: SessionDep,
+    user_id: uuid.UUID,
+    admin: AdminUser,
+    session: SessionDep,
     body: Annotated[BanRequest | None, Body()] = None,
 ) -> UserPublic:
     target = await users.get_user(session, user_id)

@@ -35,12 +35,17 @@ async def csrf_token(state: StateDep, request: Request) -> CsrfToken:
 @router.post("/auth/register", response_model=UserCreated, status_code=status.HTTP_201_CREATED)
 async def register(body: RegisterRequest, session: SessionDep, state: StateDep) -> UserCreated:
     user = await auth.register(
-        session, state.passwords, username=body.username, email=str(body.email),
-        password=body.password, nickname=body.nickname,
+        session,
+        state.passwords,
+        username=body.username,
+        email=str(body.email),
+        password=body.password,
+        nickname=body.nickname,
     )
     assert user.email is not None
-    return UserCreated(user_id=user.id, username=user.username, email=user.email,
-                       created_at=user.created_at)
+    return UserCreated(
+        user_id=user.id, username=user.username, email=user.email, created_at=user.created_at
+    )
 
 
 @router.post("/auth/login", response_model=TokenPair)
@@ -49,8 +54,12 @@ async def login(
 ) -> TokenPair:
     try:
         pair = await auth.login(
-            session, state.settings, state.tokens, state.passwords,
-            identifier=body.identifier, password=body.password,
+            session,
+            state.settings,
+            state.tokens,
+            state.passwords,
+            identifier=body.identifier,
+            password=body.password,
             user_agent=request.headers.get("user-agent"),
             ip=request.client.host if request.client else None,
         )
@@ -68,8 +77,9 @@ async def refresh(body: RefreshRequest, session: SessionDep, state: StateDep) ->
 
 @router.post("/auth/logout", response_model=Message)
 async def logout(principal: CurrentPrincipal, session: SessionDep) -> Message:
-    await auth.revoke_sessions(session, principal.user.id, reason="logout",
-                               only=principal.session_id)
+    await auth.revoke_sessions(
+        session, principal.user.id, reason="logout", only=principal.session_id
+    )
     await session.commit()
     return Message(message="Logged out successfully")
 

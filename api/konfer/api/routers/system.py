@@ -30,14 +30,17 @@ async def ready(state: StateDep) -> JSONResponse:
         async with state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     if state.redis is not None:
         checks["redis"] = "ok" if await ping(state.redis) else "error"
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ready" if healthy else "not_ready", "checks": checks,
-         "timestamp": isoformat(utcnow())},
+        {
+            "status": "ready" if healthy else "not_ready",
+            "checks": checks,
+            "timestamp": isoformat(utcnow()),
+        },
         status_code=200 if healthy else 503,
     )
 

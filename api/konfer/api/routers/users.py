@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
+from konfer.api.db.models import User
 from konfer.api.deps import CurrentPrincipal, CurrentUser, SessionDep, StateDep
 from konfer.api.schemas.auth import ChangePasswordRequest
 from konfer.api.schemas.common import Message
@@ -47,19 +48,27 @@ async def update_profile(body: UserUpdate, user: CurrentUser, session: SessionDe
 
 @router.post("/change-password", response_model=Message)
 async def change_password(
-    body: ChangePasswordRequest, principal: CurrentPrincipal, session: SessionDep,
+    body: ChangePasswordRequest,
+    principal: CurrentPrincipal,
+    session: SessionDep,
     state: StateDep,
 ) -> Message:
     await auth.change_password(
-        session, state.passwords, principal.user, principal.session_id,
-        current_password=body.current_password, new_password=body.new_password,
+        session,
+        state.passwords,
+        principal.user,
+        principal.session_id,
+        current_password=body.current_password,
+        new_password=body.new_password,
     )
     return Message(message="Password changed; other sessions have been signed out")
 
 
 @router.post("/upload-avatar", response_model=AvatarUploaded)
 async def upload_avatar(
-    user: CurrentUser, session: SessionDep, state: StateDep,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
     avatar: Annotated[UploadFile | None, File(description="PNG, JPEG, GIF or WebP")] = None,
     file: Annotated[UploadFile | None, File(description="alias of avatar")] = None,
 ) -> AvatarUploaded:
@@ -82,18 +91,22 @@ async def delete_account(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{user_id}/avatar", response_class=StreamingResponse,
-            responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}})
+@router.get(
+    "/{user_id}/avatar",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
 async def get_avatar(user_id: uuid.UUID, session: SessionDep, state: StateDep) -> Response:
     """Public, so ``<img src>`` works without a token; the key is unguessable per upload."""
-    user = await session.get(users.User, user_id)
+    user = await session.get(User, user_id)
     if user is None or user.avatar_key is None:
         raise NotFound("Avatar not found")
     info = await state.storage.stat(user.avatar_key)
     if info is None:
         raise NotFound("Avatar not found")
     return StreamingResponse(
-        state.storage.read(user.avatar_key), media_type=info.content_type,
+        state.storage.read(user.avatar_key),
+        media_type=info.content_type,
         headers={"Content-Length": str(info.size), "Cache-Control": "public, max-age=300"},
     )
 
@@ -117,6 +130,9 @@ async def update_user(
     _self_or_admin(caller, user_id)
     target = caller if caller.id == user_id else await users.get_user(session, user_id)
     if caller.id != user_id:
-        return users.public(await users.admin_update(
-            session, caller, target, AdminUserUpdate(**body.model_dump(exclude_unset=True))))
+        return users.public(
+            await users.admin_update(
+                session, caller, target, AdminUserUpdate(**body.model_dump(exclude_unset=True))
+            )
+        )
     return users.public(await users.update_profile(session, target, body))

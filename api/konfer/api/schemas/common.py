@@ -21,8 +21,12 @@ class Pagination(BaseModel):
 
     @classmethod
     def of(cls, page: int, page_size: int, total: int) -> Pagination:
-        return cls(page=page, page_size=page_size, total=total,
-                   pages=math.ceil(total / page_size) if total else 0)
+        return cls(
+            page=page,
+            page_size=page_size,
+            total=total,
+            pages=math.ceil(total / page_size) if total else 0,
+        )
 
 
 class PageParams(BaseModel):

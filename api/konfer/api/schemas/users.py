@@ -10,9 +10,12 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, EmailStr, Field, StringC
 
 from konfer.api.schemas.common import Pagination, Strict
 
-Username = Annotated[str, StringConstraints(
-    strip_whitespace=True, min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.\-]+$"
-)]
+Username = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=3, max_length=32, pattern=r"^[A-Za-z0-9_.\-]+$"
+    ),
+]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 Nickname = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 Bio = Annotated[str, StringConstraints(max_length=500)]

@@ -20,16 +20,28 @@ async def create_admin(
     session: AsyncSession, passwords: PasswordHasher, username: str, email: str, password: str
 ) -> User:
     """Create an admin, or promote the existing account with that username or email."""
-    existing = (await session.execute(select(User).where(
-        (func.lower(User.username) == username.lower()) | (func.lower(User.email) == email.lower())
-    ))).scalar_one_or_none()
+    existing = (
+        await session.execute(
+            select(User).where(
+                (func.lower(User.username) == username.lower())
+                | (func.lower(User.email) == email.lower())
+            )
+        )
+    ).scalar_one_or_none()
     if existing is not None:
         existing.role = Role.admin.value
         await session.commit()
         return existing
     try:
-        return await auth.register(session, passwords, username=username, email=email,
-                                   password=password, nickname=None, role=Role.admin)
+        return await auth.register(
+            session,
+            passwords,
+            username=username,
+            email=email,
+            password=password,
+            nickname=None,
+            role=Role.admin,
+        )
     except Conflict:  # another replica created it a moment ago
         return await create_admin(session, passwords, username, email, password)
 
@@ -39,6 +51,11 @@ async def ensure_admin(state: AppState) -> None:
     if not (s.admin_username and s.admin_email and s.admin_password):
         return
     async with state.sessionmaker() as session:
-        user = await create_admin(session, state.passwords, s.admin_username, s.admin_email,
-                                  s.admin_password.get_secret_value())
+        user = await create_admin(
+            session,
+            state.passwords,
+            s.admin_username,
+            s.admin_email,
+            s.admin_password.get_secret_value(),
+        )
         log.info("admin account ensured", extra={"username": user.username})

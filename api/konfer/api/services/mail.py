@@ -51,17 +51,24 @@ async def deliver(
         if mail is None or mail.sent_at is not None:
             return
         if settings.smtp_host is None:
-            log.warning("no SMTP configured; mail kept in the outbox",
-                        extra={"to": mail.to_address, "subject": mail.subject,
-                               "body": mail.body, "outbox_id": str(mail.id)})
+            log.warning(
+                "no SMTP configured; mail kept in the outbox",
+                extra={
+                    "to": mail.to_address,
+                    "subject": mail.subject,
+                    "body": mail.body,
+                    "outbox_id": str(mail.id),
+                },
+            )
             return
         mail.attempts += 1
         try:
             await asyncio.to_thread(_send_smtp, settings, mail)
         except (OSError, smtplib.SMTPException) as exc:
             mail.last_error = str(exc)[:500]
-            log.warning("mail delivery failed", extra={"outbox_id": str(mail.id),
-                                                       "error": mail.last_error})
+            log.warning(
+                "mail delivery failed", extra={"outbox_id": str(mail.id), "error": mail.last_error}
+            )
         else:
             mail.sent_at = utcnow()
             mail.body = ""  # the link is a credential: do not keep it once delivered

@@ -24,9 +24,9 @@ class PasswordHasher:
         memory_kib: int = ARGON2_MEMORY_KIB,
         parallelism: int = ARGON2_PARALLELISM,
     ) -> None:
-        self._hash = PasswordHash((Argon2Hasher(
-            time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism
-        ),))
+        self._hash = PasswordHash(
+            (Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism),)
+        )
         # Verified against when the user does not exist, so timing does not reveal it.
         self._dummy = self._hash.hash("konfer-timing-equaliser")
 

@@ -27,17 +27,29 @@ from konfer.core.errors import (
 from konfer.core.settings import Settings
 from konfer.core.storage import Storage
 
-AVATAR_FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"),
-                  "GIF": ("png", "image/png"), "WEBP": ("webp", "image/webp")}
+AVATAR_FORMATS = {
+    "PNG": ("png", "image/png"),
+    "JPEG": ("jpg", "image/jpeg"),
+    "GIF": ("png", "image/png"),
+    "WEBP": ("webp", "image/webp"),
+}
 AVATAR_MAX_SIDE = 512
 _MAX_PIXELS = 40_000_000
 
 
 def public(user: User) -> UserPublic:
     return UserPublic(
-        user_id=user.id, username=user.username, email=user.email, nickname=user.nickname,
-        bio=user.bio, avatar_url=user.avatar_url, role=user.role, status=user.status,
-        created_at=user.created_at, updated_at=user.updated_at, last_login_at=user.last_login_at,
+        user_id=user.id,
+        username=user.username,
+        email=user.email,
+        nickname=user.nickname,
+        bio=user.bio,
+        avatar_url=user.avatar_url,
+        role=user.role,
+        status=user.status,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        last_login_at=user.last_login_at,
     )
 
 
@@ -71,22 +83,28 @@ def _normalise_avatar(data: bytes) -> tuple[bytes, str, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format or ""
+            opened = Image.open(io.BytesIO(data))
+            fmt = opened.format or ""
             if fmt not in AVATAR_FORMATS:
                 raise UnsupportedMediaType(
                     "Avatar must be a PNG, JPEG, GIF or WebP image",
-                    details={"avatar": f"unsupported image type {fmt or 'unknown'}"})
-            if img.width * img.height > _MAX_PIXELS:
+                    details={"avatar": f"unsupported image type {fmt or 'unknown'}"},
+                )
+            if opened.width * opened.height > _MAX_PIXELS:
                 raise ValidationFailed(details={"avatar": "image dimensions are too large"})
-            img.load()
-        except (OSError, SyntaxError, Image.DecompressionBombWarning,
-                Image.DecompressionBombError) as exc:
+            opened.load()
+        except (
+            OSError,
+            SyntaxError,
+            Image.DecompressionBombWarning,
+            Image.DecompressionBombError,
+        ) as exc:
             raise UnsupportedMediaType(
                 "Avatar must be a PNG, JPEG, GIF or WebP image",
-                details={"avatar": "file is not a readable image"}) from exc
+                details={"avatar": "file is not a readable image"},
+            ) from exc
     ext, content_type = AVATAR_FORMATS[fmt]
-    img = ImageOps.exif_transpose(img)
+    img: Image.Image = ImageOps.exif_transpose(opened)
     img.thumbnail((AVATAR_MAX_SIDE, AVATAR_MAX_SIDE))
     if ext == "jpg" and img.mode not in ("RGB", "L"):
         img = img.convert("RGB")
@@ -147,7 +165,10 @@ async def erase_personal_data(session: AsyncSession, storage: Storage, user: Use
 
 
 async def delete_own_account(
-    session: AsyncSession, storage: Storage, passwords: PasswordHasher, user: User,
+    session: AsyncSession,
+    storage: Storage,
+    passwords: PasswordHasher,
+    user: User,
     password: str,
 ) -> None:
     valid, _ = await passwords.verify(password, user.password_hash)
@@ -157,26 +178,38 @@ async def delete_own_account(
 
 
 async def list_users(
-    session: AsyncSession, page: PageParams, search: str | None, role: str | None,
+    session: AsyncSession,
+    page: PageParams,
+    search: str | None,
+    role: str | None,
     status: str | None,
 ) -> tuple[list[User], int]:
     query = select(User)
     if search:
         pattern = f"%{search.lower()}%"
-        query = query.where(or_(
-            func.lower(User.username).like(pattern), func.lower(User.email).like(pattern),
-            func.lower(User.nickname).like(pattern),
-        ))
+        query = query.where(
+            or_(
+                func.lower(User.username).like(pattern),
+                func.lower(User.email).like(pattern),
+                func.lower(User.nickname).like(pattern),
+            )
+        )
     if role:
         query = query.where(User.role == role)
     if status:
         query = query.where(User.status == status)
-    total = (await session.execute(
-        select(func.count()).select_from(query.subquery())
-    )).scalar_one()
-    users = (await session.execute(
-        query.order_by(User.created_at.desc(), User.id).offset(page.offset).limit(page.page_size)
-    )).scalars().all()
+    total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    users = (
+        (
+            await session.execute(
+                query.order_by(User.created_at.desc(), User.id)
+                .offset(page.offset)
+                .limit(page.page_size)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return list(users), int(total)
 
 
