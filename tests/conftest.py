@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ def make_settings(tmp_path_factory: pytest.TempPathFactory) -> SettingsFactory:
     def make(backend: str = "sqlite", **overrides: Any) -> Settings:
         data_dir: Path = tmp_path_factory.mktemp(f"konfer-{backend}")
         values: dict[str, Any] = {
-            "data_dir": data_dir, "json_logs": False, "rate_limit_enabled": False,
+            "data_dir": data_dir,
+            "json_logs": False,
+            "rate_limit_enabled": False,
             "public_url": "http://testserver",
         }
         if backend == "postgres":
@@ -83,12 +85,17 @@ class ApiClient(httpx.AsyncClient):
         r = await self.post("/api/v1/auth/register", json=body)
         assert r.status_code == 201, r.text
         user = r.json()
-        r = await self.post("/api/v1/auth/login",
-                            json={"username": body["username"], "password": password})
+        r = await self.post(
+            "/api/v1/auth/login", json={"username": body["username"], "password": password}
+        )
         assert r.status_code == 200, r.text
         tokens = r.json()
-        return {**user, "password": password, "tokens": tokens,
-                "headers": {"Authorization": f"Bearer {tokens['access_token']}"}}
+        return {
+            **user,
+            "password": password,
+            "tokens": tokens,
+            "headers": {"Authorization": f"Bearer {tokens['access_token']}"},
+        }
 
     async def make_admin(self) -> dict[str, Any]:
         """A fresh user promoted through the same code path as `konfer admin create`."""
@@ -137,11 +144,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(autouse=True)
-def _tier_marker(request: pytest.FixtureRequest) -> Iterator[None]:
-    path = str(request.node.fspath)
-    if "/unit/" in path:
-        request.node.add_marker(pytest.mark.unit)
-    elif "/integration/" in path:
-        request.node.add_marker(pytest.mark.integration)
-    yield
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier from its folder, so ``-m unit`` selects fast tests."""
+    for item in items:
+        path = str(item.path)
+        if "/unit/" in path:
+            item.add_marker(pytest.mark.unit)
+        elif "/integration/" in path:
+            item.add_marker(pytest.mark.integration)

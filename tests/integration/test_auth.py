@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 from sqlalchemy import func, select
+from tests.conftest import ApiClient
 
 from konfer.api.db.models import OutboxEmail, User
-from tests.conftest import ApiClient
 
 
 async def count_users(client: ApiClient) -> int:
@@ -18,9 +18,14 @@ async def count_users(client: ApiClient) -> int:
 
 
 async def test_register_returns_documented_shape(client: ApiClient) -> None:
-    r = await client.post("/api/v1/auth/register", json={
-        "username": "Shape_User1", "email": "Shape@Example.com", "password": "SecurePass123!",
-    })
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={
+            "username": "Shape_User1",
+            "email": "Shape@Example.com",
+            "password": "SecurePass123!",
+        },
+    )
     assert r.status_code == 201
     body = r.json()
     assert set(body) == {"user_id", "username", "email", "created_at"}
@@ -28,17 +33,27 @@ async def test_register_returns_documented_shape(client: ApiClient) -> None:
     assert body["created_at"].endswith("Z")
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"email": "x@example.com", "password": "password123"}, "username"),
-    ({"username": "abc", "password": "password123"}, "email"),
-    ({"username": "abc", "email": "x@example.com"}, "password"),
-    ({"username": "abc", "email": "not-an-email", "password": "password123"}, "email"),
-    ({"username": "abc", "email": "x@example.com", "password": "short"}, "password"),
-    ({"username": "a b", "email": "x@example.com", "password": "password123"}, "username"),
-    ({"username": 123, "email": "x@example.com", "password": "password123"}, "username"),
-    ({"username": "abc", "email": "x@example.com", "password": "password123", "role": "admin"},
-     "role"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "x@example.com", "password": "password123"}, "username"),
+        ({"username": "abc", "password": "password123"}, "email"),
+        ({"username": "abc", "email": "x@example.com"}, "password"),
+        ({"username": "abc", "email": "not-an-email", "password": "password123"}, "email"),
+        ({"username": "abc", "email": "x@example.com", "password": "short"}, "password"),
+        ({"username": "a b", "email": "x@example.com", "password": "password123"}, "username"),
+        ({"username": 123, "email": "x@example.com", "password": "password123"}, "username"),
+        (
+            {
+                "username": "abc",
+                "email": "x@example.com",
+                "password": "password123",
+                "role": "admin",
+            },
+            "role",
+        ),
+    ],
+)
 async def test_register_rejects_bad_input_with_field_details(
     client: ApiClient, body: dict[str, object], field: str
 ) -> None:
@@ -53,8 +68,9 @@ async def test_register_rejects_bad_input_with_field_details(
 
 
 async def test_register_malformed_json_is_400(client: ApiClient) -> None:
-    r = await client.post("/api/v1/auth/register", content=b"{not json",
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/v1/auth/register", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["error"]["code"] == "VALIDATION_ERROR"
 
@@ -77,8 +93,9 @@ async def test_register_conflicts_on_username_or_email_case_insensitively(
 async def test_login_by_username_or_email(client: ApiClient) -> None:
     user = await client.signup()
     for ident in (user["username"], user["email"], user["email"].upper()):
-        r = await client.post("/api/v1/auth/login",
-                              json={"username": ident, "password": user["password"]})
+        r = await client.post(
+            "/api/v1/auth/login", json={"username": ident, "password": user["password"]}
+        )
         assert r.status_code == 200
         body = r.json()
         assert body["expires_in"] == 3600
@@ -86,23 +103,26 @@ async def test_login_by_username_or_email(client: ApiClient) -> None:
         header = jwt.get_unverified_header(body["access_token"])
         assert header["alg"] == "EdDSA"
         assert header["kid"]
-    r = await client.post("/api/v1/auth/login",
-                          json={"email": user["email"], "password": user["password"]})
+    r = await client.post(
+        "/api/v1/auth/login", json={"email": user["email"], "password": user["password"]}
+    )
     assert r.status_code == 200
 
 
 @pytest.mark.parametrize("password", ["wrong-password", "PASSWORD123"])
 async def test_login_with_wrong_password_is_401(client: ApiClient, password: str) -> None:
     user = await client.signup()
-    r = await client.post("/api/v1/auth/login",
-                          json={"username": user["username"], "password": password})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user["username"], "password": password}
+    )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "INVALID_CREDENTIALS"
 
 
 async def test_login_unknown_user_looks_like_wrong_password(client: ApiClient) -> None:
-    r = await client.post("/api/v1/auth/login",
-                          json={"username": "nobody-here", "password": "password123"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "nobody-here", "password": "password123"}
+    )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "INVALID_CREDENTIALS"
 
@@ -132,8 +152,9 @@ async def test_refresh_rotates_and_old_token_reuse_revokes_family(client: ApiCli
     assert r.status_code == 401
     assert (await client.get("/api/v1/users/me", headers=new_headers)).status_code == 401
     # Other sessions of the same user are untouched.
-    r = await client.post("/api/v1/auth/login",
-                          json={"username": user["username"], "password": user["password"]})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user["username"], "password": user["password"]}
+    )
     assert r.status_code == 200
 
 
@@ -151,8 +172,9 @@ async def test_logout_revokes_refresh_and_access_tokens(client: ApiClient) -> No
     assert r.status_code == 200
     assert r.json() == {"message": "Logged out successfully"}
     assert (await client.get("/api/v1/users/me", headers=user["headers"])).status_code == 401
-    r = await client.post("/api/v1/auth/refresh",
-                          json={"refresh_token": user["tokens"]["refresh_token"]})
+    r = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": user["tokens"]["refresh_token"]}
+    )
     assert r.status_code == 401
 
 
@@ -164,10 +186,17 @@ async def test_logout_without_token_is_missing_token(client: ApiClient) -> None:
 
 async def _reset_token(client: ApiClient, email: str) -> str:
     async with client.app.state.konfer.sessionmaker() as s:
-        mail = (await s.execute(
-            select(OutboxEmail).where(OutboxEmail.to_address == email)
-            .order_by(OutboxEmail.created_at.desc())
-        )).scalars().first()
+        mail = (
+            (
+                await s.execute(
+                    select(OutboxEmail)
+                    .where(OutboxEmail.to_address == email)
+                    .order_by(OutboxEmail.created_at.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
     assert mail is not None
     assert mail.kind == "password_reset"
     return mail.body.split("Reset token: ")[1].split()[0]
@@ -181,15 +210,18 @@ async def test_forgot_and_reset_password_is_single_use_and_revokes_sessions(
     assert r.status_code == 200
     token = await _reset_token(client, user["email"])
 
-    r = await client.post("/api/v1/auth/reset-password",
-                          json={"token": token, "new_password": "brand-new-pass"})
+    r = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "new_password": "brand-new-pass"}
+    )
     assert r.status_code == 200
     assert (await client.get("/api/v1/users/me", headers=user["headers"])).status_code == 401
-    r = await client.post("/api/v1/auth/login",
-                          json={"username": user["username"], "password": "brand-new-pass"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": user["username"], "password": "brand-new-pass"}
+    )
     assert r.status_code == 200
-    r = await client.post("/api/v1/auth/reset-password",
-                          json={"token": token, "new_password": "another-pass-1"})
+    r = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "new_password": "another-pass-1"}
+    )
     assert r.status_code == 400
     assert "token" in r.json()["error"]["details"]
 
@@ -218,16 +250,20 @@ async def test_expired_reset_token_is_refused(client: ApiClient) -> None:
             if reset.user_id.hex == user["user_id"].replace("-", ""):
                 reset.expires_at = utcnow() - timedelta(seconds=1)
         await s.commit()
-    r = await client.post("/api/v1/auth/reset-password",
-                          json={"token": token, "new_password": "brand-new-pass"})
+    r = await client.post(
+        "/api/v1/auth/reset-password", json={"token": token, "new_password": "brand-new-pass"}
+    )
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    {"token": "unknown", "new_password": "long-enough-1"},
-    {"token": "unknown", "new_password": "short"},
-    {"new_password": "long-enough-1"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"token": "unknown", "new_password": "long-enough-1"},
+        {"token": "unknown", "new_password": "short"},
+        {"new_password": "long-enough-1"},
+    ],
+)
 async def test_reset_password_bad_input(client: ApiClient, body: dict[str, str]) -> None:
     r = await client.post("/api/v1/auth/reset-password", json=body)
     assert r.status_code == 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from tests.conftest import SettingsFactory
 
 KONFER = str(Path(sys.executable).with_name("konfer"))
@@ -26,8 +26,14 @@ def _free_port() -> int:
 def test_konfer_up_serves_on_embedded_defaults(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "KONFER_PORT": str(port), "KONFER_DATA_DIR": str(tmp_path / "data")}
-    proc = subprocess.Popen([KONFER, "up"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [KONFER, "up"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline() + proc.stdout.readline()
@@ -42,8 +48,10 @@ def test_konfer_up_serves_on_embedded_defaults(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "konfer up did not become ready"
             time.sleep(0.2)
-        r = httpx.post(f"http://127.0.0.1:{port}/api/v1/auth/register", json={
-            "username": "newcomer", "email": "new@example.com", "password": "password123"})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/register",
+            json={"username": "newcomer", "email": "new@example.com", "password": "password123"},
+        )
         assert r.status_code == 201
         assert (tmp_path / "data" / "konfer.db").exists()
         assert list((tmp_path / "data" / "keys").glob("*.pem"))
@@ -56,13 +64,26 @@ async def test_admin_create_then_login_as_admin(
     tmp_path: Path, make_settings: SettingsFactory, open_client: Any
 ) -> None:
     env = {**os.environ, "KONFER_DATA_DIR": str(tmp_path)}
-    out = subprocess.run(
-        [KONFER, "admin", "create", "--username", "root", "--email", "root@example.com",
-         "--password", "correct-horse"], env=env, capture_output=True, text=True, check=True)
-    assert "admin root" in out.stdout
+    proc = await asyncio.create_subprocess_exec(
+        KONFER,
+        "admin",
+        "create",
+        "--username",
+        "root",
+        "--email",
+        "root@example.com",
+        "--password",
+        "correct-horse",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert "admin root" in stdout.decode()
     async with open_client(make_settings("sqlite", data_dir=tmp_path)) as c:
-        r = await c.post("/api/v1/auth/login",
-                         json={"username": "root", "password": "correct-horse"})
+        r = await c.post(
+            "/api/v1/auth/login", json={"username": "root", "password": "correct-horse"}
+        )
         assert r.status_code == 200
         headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
         r = await c.get("/api/v1/admin/users", headers=headers)
@@ -73,8 +94,21 @@ async def test_admin_create_then_login_as_admin(
 def test_admin_create_refuses_a_short_password(tmp_path: Path) -> None:
     env = {**os.environ, "KONFER_DATA_DIR": str(tmp_path)}
     out = subprocess.run(
-        [KONFER, "admin", "create", "--username", "root", "--email", "root@example.com",
-         "--password", "short"], env=env, capture_output=True, text=True)
+        [
+            KONFER,
+            "admin",
+            "create",
+            "--username",
+            "root",
+            "--email",
+            "root@example.com",
+            "--password",
+            "short",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0
     assert "at least 8 characters" in out.stderr
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from tests.conftest import ApiClient
 
 from konfer.core.keys import KeyRing
-from tests.conftest import ApiClient
 
 
 async def test_unknown_route_uses_error_envelope(client: ApiClient) -> None:
@@ -36,14 +36,20 @@ async def test_request_id_is_accepted_and_returned(client: ApiClient) -> None:
 
 async def test_oversized_json_body_is_413_and_writes_nothing(client: ApiClient) -> None:
     big = "x" * (client.app.state.konfer.settings.max_json_body_bytes + 10)
-    r = await client.post("/api/v1/auth/register", json={
-        "username": "big_body_user", "email": "big@example.com", "password": "password123",
-        "nickname": big,
-    })
+    r = await client.post(
+        "/api/v1/auth/register",
+        json={
+            "username": "big_body_user",
+            "email": "big@example.com",
+            "password": "password123",
+            "nickname": big,
+        },
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
-    r = await client.post("/api/v1/auth/login",
-                          json={"username": "big_body_user", "password": "password123"})
+    r = await client.post(
+        "/api/v1/auth/login", json={"username": "big_body_user", "password": "password123"}
+    )
     assert r.status_code == 401
 
 
@@ -54,15 +60,21 @@ async def test_oversized_chunked_body_without_length_is_413(client: ApiClient) -
         for _ in range(limit // 65536 + 2):
             yield b" " * 65536
 
-    r = await client.post("/api/v1/auth/login", content=chunks(),
-                          headers={"content-type": "application/json"})
+    r = await client.post(
+        "/api/v1/auth/login", content=chunks(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
-@pytest.mark.parametrize("header", [
-    {}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer   "},
+    ],
+)
 async def test_missing_token_is_401_missing_token(
     client: ApiClient, header: dict[str, str]
 ) -> None:
@@ -72,9 +84,14 @@ async def test_missing_token_is_401_missing_token(
     assert r.headers["www-authenticate"].startswith("Bearer")
 
 
-@pytest.mark.parametrize("value", [
-    "Bearer not.a.jwt", "Basic dXNlcjpwYXNz", "Bearer eyJhbGciOiJub25lIn0.e30.",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Bearer not.a.jwt",
+        "Basic dXNlcjpwYXNz",
+        "Bearer eyJhbGciOiJub25lIn0.e30.",
+    ],
+)
 async def test_malformed_token_is_401_invalid_token(client: ApiClient, value: str) -> None:
     r = await client.get("/api/v1/users/me", headers={"Authorization": value})
     assert r.status_code == 401
@@ -97,7 +114,8 @@ async def test_tampered_expired_and_foreign_tokens_are_refused(
     expired = codec.issue_access(uuid.UUID(user["user_id"]), uuid.uuid4(), "user", ttl=-100)
     foreign_ring = KeyRing.load(Path(str(tmp_path)), None, generate=True)
     foreign = TokenCodec(foreign_ring, codec.issuer).issue_access(
-        uuid.UUID(user["user_id"]), uuid.uuid4(), "admin", ttl=600)
+        uuid.UUID(user["user_id"]), uuid.uuid4(), "admin", ttl=600
+    )
     media = codec.issue_media(uuid.UUID(user["user_id"]), "x", MediaGrants(room="r"), ttl=600)
     for bad in (tampered, expired, foreign, media):
         r = await client.get("/api/v1/users/me", headers={"Authorization": f"Bearer {bad}"})
@@ -136,6 +154,11 @@ async def test_jwks_publishes_the_signing_key(client: ApiClient) -> None:
 
 async def test_openapi_describes_every_route(client: ApiClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
-    for path in ("/api/v1/auth/register", "/api/v1/auth/login", "/api/v1/users/profile",
-                 "/api/v1/admin/users/{user_id}/ban", "/.well-known/jwks.json"):
+    for path in (
+        "/api/v1/auth/register",
+        "/api/v1/auth/login",
+        "/api/v1/users/profile",
+        "/api/v1/admin/users/{user_id}/ban",
+        "/.well-known/jwks.json",
+    ):
         assert path in paths

@@ -9,16 +9,16 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
+from tests.conftest import SettingsFactory
 
 from konfer.api.db.models import OutboxEmail
-from tests.conftest import SettingsFactory
 
 
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[Any] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(message_from_bytes(envelope.content))
         return "250 OK"
 
@@ -37,8 +37,9 @@ async def test_reset_link_is_delivered_by_smtp_and_not_kept(
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        settings = make_settings("sqlite", smtp_host="127.0.0.1", smtp_port=port,
-                                 smtp_starttls=False)
+        settings = make_settings(
+            "sqlite", smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False
+        )
         async with open_client(settings) as c:
             user = await c.signup()
             r = await c.post("/api/v1/auth/forgot-password", json={"email": user["email"]})
@@ -51,8 +52,9 @@ async def test_reset_link_is_delivered_by_smtp_and_not_kept(
             msg = inbox.messages[0]
             assert msg["To"] == user["email"]
             token = msg.get_payload().split("Reset token: ")[1].split()[0]
-            r = await c.post("/api/v1/auth/reset-password",
-                             json={"token": token, "new_password": "via-smtp-123"})
+            r = await c.post(
+                "/api/v1/auth/reset-password", json={"token": token, "new_password": "via-smtp-123"}
+            )
             assert r.status_code == 200
             async with c.app.state.konfer.sessionmaker() as s:
                 row = (await s.execute(select(OutboxEmail))).scalars().one()
@@ -65,8 +67,9 @@ async def test_reset_link_is_delivered_by_smtp_and_not_kept(
 async def test_smtp_down_keeps_the_mail_in_the_outbox(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
-    settings = make_settings("sqlite", smtp_host="127.0.0.1", smtp_port=_free_port(),
-                             smtp_starttls=False)
+    settings = make_settings(
+        "sqlite", smtp_host="127.0.0.1", smtp_port=_free_port(), smtp_starttls=False
+    )
     async with open_client(settings) as c:
         user = await c.signup()
         r = await c.post("/api/v1/auth/forgot-password", json={"email": user["email"]})

@@ -9,11 +9,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
+from tests.conftest import SettingsFactory
 
 from konfer.api.db.base import Base
 from konfer.api.db.engine import create_engine
 from konfer.api.db.migrate import upgrade
-from tests.conftest import SettingsFactory
 
 
 def _diff(conn: Connection) -> list[object]:
@@ -35,8 +35,14 @@ async def test_migrations_match_models_and_rerun_cleanly(
         async with engine.connect() as conn:
             assert await conn.run_sync(_diff) == []
             tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        assert {"users", "auth_sessions", "refresh_tokens", "password_resets",
-                "outbox_emails", "alembic_version"} <= tables
+        assert {
+            "users",
+            "auth_sessions",
+            "refresh_tokens",
+            "password_resets",
+            "outbox_emails",
+            "alembic_version",
+        } <= tables
     finally:
         await engine.dispose()
 

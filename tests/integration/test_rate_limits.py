@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from konfer.core.settings import RateLimit
 from tests.conftest import SettingsFactory, service_env
 
-TIGHT = {"auth": RateLimit(per_minute=6, burst=3), "general": RateLimit(per_minute=60, burst=4),
-         "upload": RateLimit(per_minute=5, burst=5), "ai": RateLimit(per_minute=20, burst=10),
-         "websocket": RateLimit(per_minute=30, burst=10)}
+from konfer.core.settings import RateLimit
+
+TIGHT = {
+    "auth": RateLimit(per_minute=6, burst=3),
+    "general": RateLimit(per_minute=60, burst=4),
+    "upload": RateLimit(per_minute=5, burst=5),
+    "ai": RateLimit(per_minute=20, burst=10),
+    "websocket": RateLimit(per_minute=30, burst=10),
+}
 
 
 async def test_every_limited_response_carries_rate_limit_headers(
@@ -28,8 +33,9 @@ async def test_every_limited_response_carries_rate_limit_headers(
 async def test_auth_limit_answers_429_with_retry_after(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
-    async with open_client(make_settings("sqlite", rate_limit_enabled=True,
-                                         rate_limits=TIGHT)) as c:
+    async with open_client(
+        make_settings("sqlite", rate_limit_enabled=True, rate_limits=TIGHT)
+    ) as c:
         body = {"username": "nobody", "password": "password123"}
         codes = [(await c.post("/api/v1/auth/login", json=body)).status_code for _ in range(4)]
         assert codes == [401, 401, 401, 429]
@@ -68,8 +74,13 @@ async def test_two_replicas_share_one_limit_through_redis(
 async def test_limits_are_per_user_when_authenticated(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
-    async with open_client(make_settings("sqlite", rate_limit_enabled=True, rate_limits={
-        **TIGHT, "auth": RateLimit(per_minute=600, burst=20)})) as c:
+    async with open_client(
+        make_settings(
+            "sqlite",
+            rate_limit_enabled=True,
+            rate_limits={**TIGHT, "auth": RateLimit(per_minute=600, burst=20)},
+        )
+    ) as c:
         alice = await c.signup()
         bob = await c.signup()
         for _ in range(4):
@@ -81,8 +92,9 @@ async def test_limits_are_per_user_when_authenticated(
 async def test_health_and_metrics_are_never_limited(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
-    async with open_client(make_settings("sqlite", rate_limit_enabled=True,
-                                         rate_limits=TIGHT)) as c:
+    async with open_client(
+        make_settings("sqlite", rate_limit_enabled=True, rate_limits=TIGHT)
+    ) as c:
         for _ in range(10):
             assert (await c.get("/health")).status_code == 200
             assert (await c.get("/metrics")).status_code == 200

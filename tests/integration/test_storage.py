@@ -5,18 +5,17 @@ from __future__ import annotations
 import io
 import os
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import service_env
 
 from konfer.core.settings import Settings
 from konfer.core.storage import LocalStorage, S3Storage, Storage
-from tests.conftest import service_env
 
 
 @pytest.fixture(params=["minio", "local"])
-async def storage(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterator[Storage]:
+async def storage(request: pytest.FixtureRequest, tmp_path: object) -> Storage:
     if request.param == "minio":
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
@@ -30,7 +29,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIter
         store = LocalStorage(Path(str(tmp_path)) / "objects")
     await store.ensure_ready()
     await store.ensure_ready()  # idempotent: a second replica starting must not fail
-    yield store
+    return store
 
 
 async def read_all(store: Storage, key: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -62,14 +61,19 @@ async def test_unsafe_keys_are_refused(storage: Storage, key: str) -> None:
 
 
 async def test_unreachable_minio_is_service_unavailable() -> None:
-    from konfer.core.errors import ServiceUnavailable
-
     import urllib3
     from minio import Minio
 
+    from konfer.core.errors import ServiceUnavailable
+
     # Port 9 (discard) is closed on loopback; no retries so the test fails fast.
-    client = Minio("127.0.0.1:9", access_key="k", secret_key="s", secure=False,
-                   http_client=urllib3.PoolManager(retries=False))
+    client = Minio(
+        "127.0.0.1:9",
+        access_key="k",
+        secret_key="s",
+        secure=False,
+        http_client=urllib3.PoolManager(retries=False),
+    )
     store = S3Storage(client, "bucket")
     with pytest.raises(ServiceUnavailable):
         await store.ensure_ready()

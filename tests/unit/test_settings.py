@@ -39,21 +39,36 @@ def test_production_refuses_defaults() -> None:
     with pytest.raises(ValidationError) as info:
         make(env="production")
     text = str(info.value)
-    for needle in ("KONFER_DATABASE_URL", "KONFER_S3_ENDPOINT", "KONFER_S3_ACCESS_KEY",
-                   "KONFER_SIGNING_KEYS_DIR"):
+    for needle in (
+        "KONFER_DATABASE_URL",
+        "KONFER_S3_ENDPOINT",
+        "KONFER_S3_ACCESS_KEY",
+        "KONFER_SIGNING_KEYS_DIR",
+    ):
         assert needle in text
 
 
 def test_production_accepts_real_configuration(tmp_path: Path) -> None:
-    s = make(env="production", database_url="postgresql+psycopg://k@db/konfer",
-             s3_endpoint="minio:9000", s3_access_key="prod-key", s3_secret_key="prod-secret",
-             signing_keys_dir=tmp_path)
+    s = make(
+        env="production",
+        database_url="postgresql+psycopg://k@db/konfer",
+        s3_endpoint="minio:9000",
+        s3_access_key="prod-key",
+        s3_secret_key="prod-secret",
+        signing_keys_dir=tmp_path,
+    )
     assert s.is_production
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("port", 0), ("port", 70000), ("access_token_ttl_seconds", 0), ("env", "staging"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("port", 0),
+        ("port", 70000),
+        ("access_token_ttl_seconds", 0),
+        ("env", "staging"),
+    ],
+)
 def test_invalid_values_fail_at_start(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         make(**{field: value})

@@ -52,6 +52,7 @@ def test_jwks_ring_verifies_but_cannot_sign(tmp_path: Path) -> None:
     grants = MediaGrants(room="m-1", can_publish=False, hidden=True, recorder=True)
     token = codec.issue_media(uuid.uuid4(), "Rec", grants, 60)
     subject, got = verifier.verify_media(token)
+    assert subject
     assert got == grants
     with pytest.raises(KeyRingError):
         verifier.issue_access(uuid.uuid4(), uuid.uuid4(), "user", 60)
