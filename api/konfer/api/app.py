@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,6 +23,7 @@ from konfer.api.errors import install_error_handlers
 from konfer.api.metrics import ApiMetrics
 from konfer.api.middleware import KonferMiddleware
 from konfer.api.routers import admin_users, auth, system, users
+from konfer.api.schemas.common import ERROR_RESPONSES
 from konfer.api.services.bootstrap import ensure_admin
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.state import AppState
@@ -73,6 +75,26 @@ async def close_state(state: AppState) -> None:
     await state.engine.dispose()
 
 
+def _document_validation_as_400(app: FastAPI) -> None:
+    """Invalid input answers 400 in the error envelope, so the schema must not promise 422."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(
     settings: Settings | None = None, *, passwords: PasswordHasher | None = None
 ) -> FastAPI:
@@ -112,6 +134,8 @@ def create_app(
                 "Retry-After",
             ],
         )
-    for router in (system.router, auth.router, users.router, admin_users.router):
-        app.include_router(router)
+    _document_validation_as_400(app)
+    app.include_router(system.router)
+    for router in (auth.router, users.router, admin_users.router):
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app

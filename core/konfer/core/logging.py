@@ -8,6 +8,14 @@ import sys
 from pythonjsonlogger.json import JsonFormatter
 
 
+class _DropColour(logging.Filter):
+    """uvicorn attaches an ANSI-coloured copy of each message; it has no place in JSON."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
 def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stdout)
     if json:
@@ -20,6 +28,7 @@ def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(_DropColour())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

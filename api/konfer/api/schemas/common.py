@@ -40,3 +40,30 @@ class PageParams(BaseModel):
 
 class Message(BaseModel):
     message: str
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["VALIDATION_ERROR"])
+    message: str
+    details: dict[str, str] | str | None = None
+    request_id: str | None = None
+    timestamp: str = Field(examples=["2025-10-05T12:00:00Z"])
+
+
+class ErrorEnvelope(BaseModel):
+    """The shape of every error response."""
+
+    error: ErrorBody
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorEnvelope, "description": text}
+    for status, text in (
+        (400, "Invalid input (VALIDATION_ERROR, per-field details)"),
+        (401, "MISSING_TOKEN or INVALID_TOKEN"),
+        (403, "INSUFFICIENT_PERMISSIONS"),
+        (404, "RESOURCE_NOT_FOUND"),
+        (413, "PAYLOAD_TOO_LARGE"),
+        (429, "RATE_LIMIT_EXCEEDED, with Retry-After"),
+    )
+}
