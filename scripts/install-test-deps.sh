@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages: PostgreSQL and Redis from
-# Debian, and a MinIO server built from the Go module proxy into .cache/bin (once per
+# Debian, and a MinIO server built from the Go module proxy into ~/.cache/konfer (once per
 # pinned version). Safe to run again: it only does what is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/versions.env"
+# Built servers live outside the checkout so fresh clones (CI) reuse them; keyed by version.
+cache="${KONFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/konfer}"
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
@@ -16,7 +18,7 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-minio_dir="$root/.cache/bin/minio-$MINIO_VERSION"
+minio_dir="$cache/bin/minio-$MINIO_VERSION"
 if [[ ! -x $minio_dir/minio ]]; then
   command -v go >/dev/null 2>&1 || { echo "Go is required to build MinIO" >&2; exit 1; }
   echo "building MinIO $MINIO_VERSION (first run only; takes several minutes)"

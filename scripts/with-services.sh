@@ -5,6 +5,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/versions.env"
+# Built servers live outside the checkout so fresh clones (CI) reuse them; keyed by version.
+cache="${KONFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/konfer}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/konfer-test.XXXXXX")
 pids=()
@@ -62,7 +64,7 @@ minio_console=$(free_port)
 mkdir -p "$work/minio"
 MINIO_ROOT_USER=konfer-test MINIO_ROOT_PASSWORD=konfer-test-secret MINIO_BROWSER=off \
 MINIO_UPDATE=off MINIO_CI_CD=1 \
-  "$root/.cache/bin/minio-$MINIO_VERSION/minio" server "$work/minio" \
+  "$cache/bin/minio-$MINIO_VERSION/minio" server "$work/minio" \
   --address "127.0.0.1:$minio_port" --console-address "127.0.0.1:$minio_console" --quiet \
   >"$work/minio.log" 2>&1 &
 pids+=($!)
