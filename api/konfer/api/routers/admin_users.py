@@ -40,10 +40,14 @@ async def get_user(user_id: uuid.UUID, _: AdminUser, session: SessionDep) -> Use
 
 @router.put("/{user_id}", response_model=UserPublic)
 async def update_user(
-    user_id: uuid.UUID, body: AdminUserUpdate, admin: AdminUser, session: SessionDep
+    user_id: uuid.UUID,
+    body: AdminUserUpdate,
+    admin: AdminUser,
+    session: SessionDep,
+    state: StateDep,
 ) -> UserPublic:
     target = await users.get_user(session, user_id)
-    return users.public(await users.admin_update(session, admin, target, body))
+    return users.public(await users.admin_update(session, state.storage, admin, target, body))
 
 
 @router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)

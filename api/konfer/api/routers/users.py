@@ -42,8 +42,10 @@ async def get_profile(user: CurrentUser) -> UserPublic:
 
 
 @router.put("/profile", response_model=UserPublic)
-async def update_profile(body: UserUpdate, user: CurrentUser, session: SessionDep) -> UserPublic:
-    return users.public(await users.update_profile(session, user, body))
+async def update_profile(
+    body: UserUpdate, user: CurrentUser, session: SessionDep, state: StateDep
+) -> UserPublic:
+    return users.public(await users.update_profile(session, state.storage, user, body))
 
 
 @router.post("/change-password", response_model=Message)
@@ -125,14 +127,15 @@ async def get_user(user_id: uuid.UUID, caller: CurrentUser, session: SessionDep)
 
 @router.put("/{user_id}", response_model=UserPublic)
 async def update_user(
-    user_id: uuid.UUID, body: UserUpdate, caller: CurrentUser, session: SessionDep
+    user_id: uuid.UUID,
+    body: UserUpdate,
+    caller: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
 ) -> UserPublic:
     _self_or_admin(caller, user_id)
-    target = caller if caller.id == user_id else await users.get_user(session, user_id)
-    if caller.id != user_id:
-        return users.public(
-            await users.admin_update(
-                session, caller, target, AdminUserUpdate(**body.model_dump(exclude_unset=True))
-            )
-        )
-    return users.public(await users.update_profile(session, target, body))
+    if caller.id == user_id:
+        return users.public(await users.update_profile(session, state.storage, caller, body))
+    target = await users.get_user(session, user_id)
+    changes = AdminUserUpdate(**body.model_dump(exclude_unset=True))
+    return users.public(await users.admin_update(session, state.storage, caller, target, changes))

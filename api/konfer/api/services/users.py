@@ -60,20 +60,27 @@ async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     return user
 
 
-async def update_profile(session: AsyncSession, user: User, changes: UserUpdate) -> User:
+async def update_profile(
+    session: AsyncSession, storage: Storage, user: User, changes: UserUpdate
+) -> User:
     data = changes.model_dump(exclude_unset=True)
     for required in ("username", "email"):
         if required in data and data[required] is None:
             raise ValidationFailed(details={required: "Cannot be empty"})
     await ensure_unique(session, data.get("username"), data.get("email"), exclude=user.id)
+    old_key = user.avatar_key
     for field, value in data.items():
         if field == "email" and value is not None:
             value = str(value).lower()
-        elif field == "avatar_url" and value is not None:
-            value = str(value)
-            user.avatar_key = None  # an external picture replaces the stored one
+        elif field == "avatar_url":
+            value = None if value is None else str(value)
+            if value != user.avatar_url:
+                user.avatar_key = None  # an external picture (or none) replaces the stored one
         setattr(user, field, value)
+    dropped_key = old_key if old_key and user.avatar_key is None else None
     await commit_unique(session)
+    if dropped_key:
+        await storage.delete(dropped_key)  # only once the row no longer points at it
     await session.refresh(user)
     return user
 
@@ -148,7 +155,8 @@ async def erase_personal_data(session: AsyncSession, storage: Storage, user: Use
     avatar_key, email = user.avatar_key, user.email
     if email:
         await session.execute(delete(OutboxEmail).where(OutboxEmail.to_address == email))
-    user.username = f"deleted-{user.id.hex[:16]}"
+    # ":" is outside the username grammar, so no account can squat the anonymous name.
+    user.username = f"deleted:{user.id.hex}"
     user.email = None
     user.password_hash = None
     user.nickname = None
@@ -186,12 +194,14 @@ async def list_users(
 ) -> tuple[list[User], int]:
     query = select(User)
     if search:
-        pattern = f"%{search.lower()}%"
+        # Match the text literally: "_" (allowed in usernames) and "%" are LIKE wildcards.
+        literal = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{literal}%"
         query = query.where(
             or_(
-                func.lower(User.username).like(pattern),
-                func.lower(User.email).like(pattern),
-                func.lower(User.nickname).like(pattern),
+                func.lower(User.username).like(pattern, escape="\\"),
+                func.lower(User.email).like(pattern, escape="\\"),
+                func.lower(User.nickname).like(pattern, escape="\\"),
             )
         )
     if role:
@@ -219,13 +229,13 @@ def ensure_not_self(admin: User, target: User, action: str) -> None:
 
 
 async def admin_update(
-    session: AsyncSession, admin: User, target: User, changes: AdminUserUpdate
+    session: AsyncSession, storage: Storage, admin: User, target: User, changes: AdminUserUpdate
 ) -> User:
     if target.status == UserStatus.deleted.value:
         raise NotFound(f"User with ID '{target.id}' not found")
     if changes.role is not None and changes.role != Role.admin.value:
         ensure_not_self(admin, target, "demote")
-    return await update_profile(session, target, changes)
+    return await update_profile(session, storage, target, changes)
 
 
 async def ban(session: AsyncSession, admin: User, target: User, reason: str | None) -> User:
