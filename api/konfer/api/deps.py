@@ -15,7 +15,16 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from konfer.api.db.models import AuthSession, Role, User, UserStatus
+from konfer.api.db.models import (
+    AuthSession,
+    Meeting,
+    MeetingRole,
+    Participant,
+    Role,
+    User,
+    UserStatus,
+)
+from konfer.api.services import meetings as meeting_service
 from konfer.api.state import AppState
 from konfer.core.errors import InsufficientPermissions, InvalidToken, MissingToken
 from konfer.core.settings import Settings
@@ -76,7 +85,8 @@ class Principal:
         return self.user.role == Role.admin.value
 
 
-async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal:
+async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
+    """The user behind verified claims, if their session and account are still good."""
     row = (
         await session.execute(
             select(User, AuthSession.revoked_at)
@@ -90,6 +100,10 @@ async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal
     if revoked_at is not None or user.status != UserStatus.active.value:
         raise InvalidToken("Session has been revoked")
     return Principal(user=user, session_id=claims.session_id)
+
+
+async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal:
+    return await load_principal(session, claims)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -109,3 +123,69 @@ async def admin_user(principal: CurrentPrincipal) -> User:
 
 
 AdminUser = Annotated[User, Depends(admin_user)]
+
+
+# --- meetings ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MeetingAccess:
+    """A meeting as the caller may see it: the row, the caller, and their membership."""
+
+    meeting: Meeting
+    principal: Principal
+    participant: Participant | None
+
+    @property
+    def user(self) -> User:
+        return self.principal.user
+
+    @property
+    def role(self) -> str | None:
+        """The caller's meeting role (host, co-host, participant, viewer), if a member."""
+        return self.participant.role if self.participant else None
+
+    @property
+    def is_host(self) -> bool:
+        return self.role == MeetingRole.host.value
+
+    @property
+    def manages(self) -> bool:
+        return self.role in (MeetingRole.host.value, MeetingRole.co_host.value)
+
+
+async def visible_meeting(
+    meeting_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> MeetingAccess:
+    """The path's meeting if the caller created it, belongs to it or is an admin; else 404,
+    the same answer as for a meeting that does not exist."""
+    meeting = await session.get(Meeting, meeting_id)
+    if meeting is None:
+        raise meeting_service.not_found(meeting_id)
+    participant = await meeting_service.membership(session, meeting.id, principal.user.id)
+    if participant is None and not principal.is_admin and meeting.creator_id != principal.user.id:
+        raise meeting_service.not_found(meeting_id)
+    return MeetingAccess(meeting=meeting, principal=principal, participant=participant)
+
+
+VisibleMeeting = Annotated[MeetingAccess, Depends(visible_meeting)]
+
+
+async def meeting_host(access: VisibleMeeting) -> MeetingAccess:
+    """Callers holding the host or co-host role of the meeting, who run it."""
+    if not access.manages:
+        raise InsufficientPermissions("Only the meeting's host or co-hosts can do this")
+    return access
+
+
+MeetingHost = Annotated[MeetingAccess, Depends(meeting_host)]
+
+
+async def meeting_owner(access: VisibleMeeting) -> MeetingAccess:
+    """A host of the meeting (its creator unless they handed it over) or an admin."""
+    if not (access.is_host or access.principal.is_admin):
+        raise InsufficientPermissions("Only the meeting's host or an administrator can do this")
+    return access
+
+
+MeetingOwner = Annotated[MeetingAccess, Depends(meeting_owner)]

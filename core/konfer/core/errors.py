@@ -93,6 +93,20 @@ class Conflict(KonferError):
     default_message = "Resource already exists"
 
 
+class MeetingEnded(Conflict):
+    """The meeting is over: nothing can join, change or be said in it any more."""
+
+    code = "MEETING_ENDED"
+    default_message = "This meeting has ended"
+
+
+class RoomFull(Conflict):
+    """409 rather than 403 or 503: the request is fine, the room's state refuses it now."""
+
+    code = "ROOM_FULL"
+    default_message = "The meeting has reached its maximum number of participants"
+
+
 class PayloadTooLarge(KonferError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"
