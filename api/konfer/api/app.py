@@ -8,6 +8,8 @@ apps as they like, each with its own settings.
 from __future__ import annotations
 
 import logging
+import socket
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,11 +24,24 @@ from konfer.api.db.migrate import upgrade
 from konfer.api.errors import install_error_handlers
 from konfer.api.metrics import ApiMetrics
 from konfer.api.middleware import KonferMiddleware
-from konfer.api.routers import admin_users, auth, system, users
+from konfer.api.routers import (
+    admin_users,
+    auth,
+    meetings,
+    my_meetings,
+    sessions,
+    system,
+    users,
+)
 from konfer.api.schemas.common import ERROR_RESPONSES
 from konfer.api.services.bootstrap import ensure_admin
 from konfer.api.services.passwords import PasswordHasher
+from konfer.api.signaling import endpoint as signaling_endpoint
+from konfer.api.signaling.hub import SignalingHub
+from konfer.api.signaling.media import NoMediaRouter
+from konfer.api.signaling.presence import MemoryPresence, Presence, RedisPresence
 from konfer.api.state import AppState
+from konfer.core.bus import Bus, MemoryBus, RedisBus
 from konfer.core.keys import KeyRing
 from konfer.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from konfer.core.settings import Settings
@@ -46,12 +61,18 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
     await storage.ensure_ready()
     redis: Redis | None = None
     limiter: RateLimiter
+    presence: Presence
+    bus: Bus
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
         limiter = RedisRateLimiter(redis)
+        presence = RedisPresence(redis, settings.presence_ttl_seconds)
+        bus = RedisBus(redis)
     else:
         limiter = MemoryRateLimiter()
-    registry = CollectorRegistry()
+        presence = MemoryPresence(settings.presence_ttl_seconds)
+        bus = MemoryBus()
+    metrics = ApiMetrics(registry := CollectorRegistry())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -65,11 +86,17 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
         redis=redis,
         passwords=passwords or PasswordHasher(),
         registry=registry,
-        metrics=ApiMetrics(registry),
+        metrics=metrics,
+        presence=presence,
+        bus=bus,
+        replica_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+        hub=SignalingHub(bus, presence, NoMediaRouter(), metrics, settings.presence_ttl_seconds),
     )
 
 
 async def close_state(state: AppState) -> None:
+    await state.hub.stop()
+    await state.bus.close()
     if state.redis is not None:
         await state.redis.aclose()
     await state.engine.dispose()
@@ -104,6 +131,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings, passwords)
         app.state.konfer = state
+        app.state.hub = state.hub
+        await state.hub.start()
         await ensure_admin(state)
         log.info("api ready", extra={"url": settings.resolved_public_url})
         try:
@@ -136,6 +165,14 @@ def create_app(
         )
     _document_validation_as_400(app)
     app.include_router(system.router)
-    for router in (auth.router, users.router, admin_users.router):
+    app.include_router(signaling_endpoint.router)
+    app.include_router(sessions.router, responses=ERROR_RESPONSES)
+    for router in (
+        auth.router,
+        users.router,
+        admin_users.router,
+        meetings.router,
+        my_meetings.router,
+    ):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

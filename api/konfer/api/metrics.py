@@ -6,7 +6,7 @@ dashboards and the shipped alert rules work unchanged.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
@@ -31,9 +31,42 @@ class ApiMetrics:
             ["limit_class"],
             registry=registry,
         )
+        self.ws_connections = Gauge(
+            "konfer_api_websocket_connections",
+            "Open signaling WebSockets on this replica",
+            registry=registry,
+        )
+        self.signaling_sessions = Gauge(
+            "konfer_api_signaling_sessions",
+            "Sockets joined to a meeting on this replica",
+            registry=registry,
+        )
+        self.active_meetings = Gauge(
+            "konfer_api_active_meetings",
+            "Meetings with a joined socket on this replica",
+            registry=registry,
+        )
+        self.signaling_messages = Counter(
+            "konfer_api_signaling_messages_total",
+            "Signaling messages received, by type",
+            ["type"],
+            registry=registry,
+        )
         self.logins = Counter(
             "konfer_api_logins_total",
             "Login attempts by outcome",
             ["outcome"],
+            registry=registry,
+        )
+        self.meeting_events = Counter(
+            "konfer_api_meeting_events_total",
+            "Meeting lifecycle events (created, started, ended, deleted, joined, left)",
+            ["event"],
+            registry=registry,
+        )
+        self.meeting_join_refusals = Counter(
+            "konfer_api_meeting_join_refusals_total",
+            "Joins refused, by reason (password, room_full, ended)",
+            ["reason"],
             registry=registry,
         )

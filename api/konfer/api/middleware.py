@@ -139,7 +139,8 @@ class KonferMiddleware:
             return None
         st.metrics.rate_limited.labels(limit_class).inc()
         if scope["type"] == "websocket":
-            return None  # the signaling endpoint refuses with its own close code
+            scope["state"]["rate_limited"] = True  # the endpoint refuses in its own protocol
+            return None
         return _json_error(RateLimitExceeded(decision.retry_after), request_id)
 
     def _identity(self, st: AppState, scope: Scope, headers: Headers) -> str:

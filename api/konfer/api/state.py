@@ -10,6 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from konfer.api.metrics import ApiMetrics
 from konfer.api.services.passwords import PasswordHasher
+from konfer.api.signaling.hub import SignalingHub
+from konfer.api.signaling.presence import Presence
+from konfer.core.bus import Bus
 from konfer.core.ratelimit import RateLimiter
 from konfer.core.settings import Settings
 from konfer.core.storage import Storage
@@ -28,3 +31,7 @@ class AppState:
     passwords: PasswordHasher
     registry: CollectorRegistry
     metrics: ApiMetrics
+    presence: Presence
+    bus: Bus
+    replica_id: str
+    hub: SignalingHub

@@ -116,6 +116,28 @@ class Settings(BaseSettings):
         description="Comma-separated proxy addresses whose X-Forwarded-For is believed",
     )
 
+    meeting_max_participants: int = Field(
+        default=100, ge=2, le=1000, description="Cap (and default) for max_participants"
+    )
+    media_token_ttl_seconds: int = Field(default=600, gt=0)
+    stun_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated stun: URLs handed to clients"
+    )
+    turn_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated turn:/turns: URLs (coturn)"
+    )
+    turn_secret: SecretStr | None = Field(
+        default=None, description="coturn static-auth-secret for REST-API credentials"
+    )
+    turn_credential_ttl_seconds: int = Field(default=3600, gt=0)
+
+    ws_heartbeat_interval_seconds: float = Field(default=30.0, gt=0)
+    ws_heartbeat_timeout_seconds: float = Field(default=90.0, gt=0)
+    ws_max_message_bytes: int = Field(default=64 * 1024, gt=0)
+    presence_ttl_seconds: int = Field(
+        default=120, gt=0, description="How long a replica's sessions outlive its last refresh"
+    )
+
     max_json_body_bytes: int = Field(default=1024 * 1024, gt=0)
     avatar_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -124,7 +146,7 @@ class Settings(BaseSettings):
     @classmethod
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("trusted_proxies", "cors_origins"):
+            for key in ("trusted_proxies", "cors_origins", "stun_urls", "turn_urls"):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = [v.strip() for v in value.split(",") if v.strip()]
