@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -397,5 +398,70 @@ async def test_stats_admin_sessions_and_health(two: Cluster) -> None:
             assert r.status_code == 404
         overview = (await c.get("/api/v1/stats/overview", headers=stranger["headers"])).json()
         assert mid not in overview["room_details"]
+    await a.close()
+    await b.close()
+
+
+async def test_ending_the_meeting_closes_the_room_on_every_replica(two: Cluster) -> None:
+    mid, alice, bob, a, b = await room_of_two(two)
+    async with httpx.AsyncClient(base_url=two.replicas[0].http) as c:
+        r = await c.post(f"/api/v1/meetings/{mid}/end", headers=alice["headers"])
+        assert r.status_code == 200
+    for ws in (a, b):
+        ended = await recv_type(ws, "meeting-ended")
+        assert ended["room_id"] == mid
+    await b.send(json.dumps({"type": "chat", "message": "still here?"}))
+    await expect_error(b, "INVALID_ROOM")
+    await b.send(json.dumps({"type": "join", "room_id": mid}))
+    await expect_error(b, "INVALID_ROOM")
+    async with httpx.AsyncClient(base_url=two.replicas[1].http) as c:
+        r = await c.get(f"/api/v1/sessions/room/{mid}", headers=bob["headers"])
+        assert r.json()["data"] == []
+    await a.close()
+    await b.close()
+
+
+async def test_removed_participant_is_taken_out_of_the_room(two: Cluster) -> None:
+    mid, alice, bob, a, b = await room_of_two(two)
+    async with httpx.AsyncClient(base_url=two.replicas[0].http) as c:
+        r = await c.delete(
+            f"/api/v1/meetings/{mid}/participants/{bob['user_id']}", headers=alice["headers"]
+        )
+        assert r.status_code == 204
+    removed = await recv_type(b, "removed")
+    assert removed["user_id"] == bob["user_id"]
+    gone = await recv_type(a, "user-left")
+    assert gone["user_id"] == bob["user_id"]
+    await b.send(json.dumps({"type": "join", "room_id": mid}))
+    await expect_error(b, "UNAUTHORIZED")
+    await a.close()
+    await b.close()
+
+
+async def test_admin_lists_and_cleans_sessions(two: Cluster, tmp_path: Path) -> None:
+    r1 = two.replicas[0]
+    admin = await signup(r1)
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("konfer")),
+        "admin",
+        "create",
+        "--username",
+        admin["username"],
+        "--email",
+        admin["email"],
+        "--password",
+        "unused-pw",
+        env={**two.env, "KONFER_DATA_DIR": str(tmp_path)},
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    assert await proc.wait() == 0
+    _mid, _alice, _bob, a, b = await room_of_two(two)
+    async with httpx.AsyncClient(base_url=r1.http) as c:
+        listed = (await c.get("/admin/sessions", headers=admin["headers"])).json()
+        assert listed["total"] >= 2
+        assert listed["active"] == listed["total"]
+        r = await c.post("/api/v1/admin/cleanup/sessions", headers=admin["headers"])
+        assert r.status_code == 200
+        assert r.json()["cleaned_sessions"] == 0  # every live replica keeps its sessions fresh
     await a.close()
     await b.close()

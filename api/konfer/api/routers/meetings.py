@@ -44,7 +44,8 @@ from konfer.api.schemas.meetings import (
     SearchText,
 )
 from konfer.api.services import meetings
-from konfer.api.signaling.endpoint import chat_event
+from konfer.api.signaling.protocol import chat_event
+from konfer.api.state import AppState
 from konfer.core.timeutil import isoformat, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,21 @@ router = APIRouter(
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
+
+
+async def _close_room(state: AppState, meeting_id: uuid.UUID, reason: str) -> None:
+    """Tell every socket in the room, on every replica, and take them out of it."""
+    room = str(meeting_id)
+    await state.hub.publish(
+        room,
+        {
+            "type": "meeting-ended",
+            "room_id": room,
+            "reason": reason,
+            "timestamp": isoformat(utcnow()),
+        },
+        remove=True,
+    )
 
 
 @router.get("/health", tags=["health"])
@@ -129,6 +145,7 @@ async def delete_meeting(access: MeetingOwner, session: SessionDep, state: State
     """Delete the meeting with its participants and chat (a host or an admin)."""
     await meetings.delete_meeting(session, access.meeting)
     state.metrics.meeting_events.labels("deleted").inc()
+    await _close_room(state, access.meeting.id, "deleted")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -145,6 +162,7 @@ async def end_meeting(access: MeetingHost, session: SessionDep, state: StateDep)
     """→ ended; everyone still in the meeting is marked left. 409 MEETING_ENDED if over."""
     meeting = await meetings.end(session, access.meeting)
     state.metrics.meeting_events.labels("ended").inc()
+    await _close_room(state, meeting.id, "ended")
     return (await meetings.publics(state.presence, state.settings, [meeting]))[0]
 
 
@@ -203,10 +221,25 @@ async def add_participant(
 
 @router.delete("/{meeting_id}/participants/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def remove_participant(
-    user_id: uuid.UUID, access: MeetingHost, session: SessionDep
+    user_id: uuid.UUID, access: MeetingHost, session: SessionDep, state: StateDep
 ) -> Response:
-    """Co-hosts cannot remove a host; the last host cannot be removed (409)."""
+    """Co-hosts cannot remove a host; the last host cannot be removed (409).
+
+    The removed user's sockets receive ``removed`` and leave the room at once.
+    """
     await meetings.remove_participant(session, access.meeting, access.role, user_id)
+    room = str(access.meeting.id)
+    await state.hub.publish(
+        room,
+        {
+            "type": "removed",
+            "room_id": room,
+            "user_id": str(user_id),
+            "timestamp": isoformat(utcnow()),
+        },
+        to_user=str(user_id),
+        remove=True,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

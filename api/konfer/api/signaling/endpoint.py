@@ -17,14 +17,15 @@ from fastapi import APIRouter, WebSocket
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from konfer.api.db.models import ChatMessage, Meeting, MeetingStatus, Participant
+from konfer.api.db.models import Meeting, MeetingStatus, Participant, User
 from konfer.api.deps import load_principal
+from konfer.api.services import meetings
 from konfer.api.signaling import protocol as p
 from konfer.api.signaling.hub import Connection, SignalingHub
 from konfer.api.signaling.presence import SessionInfo
 from konfer.api.signaling.protocol import SignalingError
 from konfer.api.state import AppState
-from konfer.core.errors import InvalidToken
+from konfer.core.errors import InvalidToken, KonferError, MeetingEnded
 
 router = APIRouter(tags=["signaling"])
 
@@ -286,28 +287,27 @@ async def _relay(
 async def _chat(
     state: AppState, hub: SignalingHub, conn: Connection, info: SessionInfo, text: str
 ) -> None:
+    """Store through the same service as ``POST /meetings/{id}/messages``, then fan out."""
+    meeting_id, user_id = uuid.UUID(info.meeting_id), uuid.UUID(conn.user_id)
     async with state.sessionmaker() as session:
-        meeting = await session.get(Meeting, uuid.UUID(info.meeting_id))
-        if meeting is None or meeting.status == MeetingStatus.ended.value:
-            raise SignalingError("INVALID_ROOM", "Meeting has ended")
-        if not (meeting.settings or {}).get("enable_chat", True):
-            raise SignalingError("CHAT_DISABLED", "Chat is disabled in this meeting")
-        row = ChatMessage(meeting_id=meeting.id, user_id=uuid.UUID(conn.user_id), message=text)
-        session.add(row)
-        await session.commit()
-    await hub.publish(info.meeting_id, chat_event(row, conn.username))
-
-
-def chat_event(row: ChatMessage, username: str) -> dict[str, Any]:
-    """The ``chat`` message every participant receives, for socket and REST posts alike."""
-    from konfer.core.timeutil import isoformat
-
-    return {
-        "type": "chat",
-        "room_id": str(row.meeting_id),
-        "user_id": str(row.user_id),
-        "username": username,
-        "message_id": str(row.id),
-        "message": row.message,
-        "timestamp": isoformat(row.created_at),
-    }
+        meeting = await session.get(Meeting, meeting_id)
+        user = await session.get(User, user_id)
+        if meeting is None or user is None:
+            raise SignalingError("INVALID_ROOM", "Meeting room does not exist")
+        member = (
+            await session.execute(
+                select(Participant).where(
+                    Participant.meeting_id == meeting_id, Participant.user_id == user_id
+                )
+            )
+        ).scalar_one_or_none()
+        try:
+            row = await meetings.post_message(session, meeting, member, user, text)
+        except MeetingEnded as exc:
+            raise SignalingError("INVALID_ROOM", exc.message) from exc
+        except KonferError as exc:
+            chat_on = meetings.meeting_settings(meeting).enable_chat
+            raise SignalingError(
+                "UNAUTHORIZED" if chat_on else "CHAT_DISABLED", exc.message
+            ) from exc
+    await hub.publish(info.meeting_id, p.chat_event(row, conn.username))

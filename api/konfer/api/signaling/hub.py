@@ -89,6 +89,7 @@ class SignalingHub:
         self.connections: set[Connection] = set()
         self.rooms: dict[str, set[Connection]] = {}
         self._housekeeper: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self.bus.start(self._deliver)
@@ -168,20 +169,27 @@ class SignalingHub:
         *,
         to_user: str | None = None,
         exclude_session: str | None = None,
+        remove: bool = False,
     ) -> None:
+        """Send to a room's sockets on every replica; ``remove`` also takes them out of it."""
         # The routing header travels in front of the JSON so receivers never re-parse it.
-        data = f"{to_user or ''}|{exclude_session or ''}|{json.dumps(payload)}"
+        action = "remove" if remove else ""
+        data = f"{to_user or ''}|{exclude_session or ''}|{action}|{json.dumps(payload)}"
         await self.bus.publish(CHANNEL_PREFIX + meeting_id, data)
 
     def _deliver(self, channel: str, data: str) -> None:
         members = self.rooms.get(channel.removeprefix(CHANNEL_PREFIX))
         if not members:
             return
-        to_user, exclude, body = data.split("|", 2)
+        to_user, exclude, action, body = data.split("|", 3)
         for conn in tuple(members):
             if conn.session_id == exclude or (to_user and conn.user_id != to_user):
                 continue
             conn.send(body)
+            if action == "remove":
+                task = asyncio.create_task(self.exit(conn))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
 
     # -- presence upkeep ---------------------------------------------------------------
 

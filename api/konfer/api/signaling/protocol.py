@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from konfer.api.db.models import ChatMessage
 from konfer.core.timeutil import isoformat, utcnow
 
 ERROR_CODES = (
@@ -139,3 +140,16 @@ def now() -> str:
 
 def error(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message, "timestamp": now()}
+
+
+def chat_event(row: ChatMessage, username: str) -> dict[str, Any]:
+    """The ``chat`` message every participant receives, for socket and REST posts alike."""
+    return {
+        "type": "chat",
+        "room_id": str(row.meeting_id),
+        "user_id": str(row.user_id),
+        "username": username,
+        "message_id": str(row.id),
+        "message": row.message,
+        "timestamp": isoformat(row.created_at),
+    }
