@@ -14,7 +14,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
+from konfer.api.authcache import AuthCache
 from konfer.api.db.models import (
     AuthSession,
     Meeting,
@@ -31,7 +33,7 @@ from konfer.core.settings import Settings
 from konfer.core.tokens import AccessClaims
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.konfer
     return state
 
@@ -39,7 +41,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -54,7 +56,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def access_claims(request: Request, state: StateDep) -> AccessClaims:
+async def access_claims(request: Request, state: StateDep) -> AccessClaims:
     """Claims of the bearer token; the middleware may already have verified it."""
     claims: AccessClaims | None = getattr(request.state, "access_claims", None)
     if claims is not None:
@@ -85,8 +87,16 @@ class Principal:
         return self.user.role == Role.admin.value
 
 
-async def load_principal(session: AsyncSession, claims: AccessClaims) -> Principal:
+async def load_principal(
+    session: AsyncSession, claims: AccessClaims, cache: AuthCache | None = None
+) -> Principal:
     """The user behind verified claims, if their session and account are still good."""
+    if cache is not None and (row_data := cache.get(claims.user_id, claims.session_id)):
+        # Known good and unchanged since: attach a copy without asking the database.
+        cached = User(**row_data)
+        make_transient_to_detached(cached)
+        session.add(cached)
+        return Principal(user=cached, session_id=claims.session_id)
     row = (
         await session.execute(
             select(User, AuthSession.revoked_at)
@@ -99,11 +109,13 @@ async def load_principal(session: AsyncSession, claims: AccessClaims) -> Princip
     user, revoked_at = row
     if revoked_at is not None or user.status != UserStatus.active.value:
         raise InvalidToken("Session has been revoked")
+    if cache is not None:
+        cache.put(user, claims.session_id)
     return Principal(user=user, session_id=claims.session_id)
 
 
-async def current_principal(claims: ClaimsDep, session: SessionDep) -> Principal:
-    return await load_principal(session, claims)
+async def current_principal(claims: ClaimsDep, session: SessionDep, state: StateDep) -> Principal:
+    return await load_principal(session, claims, state.auth_cache)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

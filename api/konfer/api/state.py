@@ -8,12 +8,13 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from konfer.api.authcache import AuthCache
 from konfer.api.metrics import ApiMetrics
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.presence import Presence
 from konfer.core.bus import Bus
-from konfer.core.ratelimit import RateLimiter
+from konfer.core.ratelimit import RateLimiter, SlotLimiter
 from konfer.core.settings import Settings
 from konfer.core.storage import Storage
 from konfer.core.tokens import TokenCodec
@@ -27,6 +28,7 @@ class AppState:
     tokens: TokenCodec
     storage: Storage
     rate_limiter: RateLimiter
+    upload_slots: SlotLimiter
     redis: Redis | None
     passwords: PasswordHasher
     registry: CollectorRegistry
@@ -35,3 +37,4 @@ class AppState:
     bus: Bus
     replica_id: str
     hub: SignalingHub
+    auth_cache: AuthCache

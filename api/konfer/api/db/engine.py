@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -12,8 +14,10 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from konfer.api.db.models import User
 from konfer.core.settings import Settings
 
 
@@ -40,5 +44,36 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cur.close()
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+AUTH_CHANGED = "konfer_auth_changed"
+
+
+def mark_auth_changed(session: Session | AsyncSession, user_id: uuid.UUID) -> None:
+    """Note that this transaction changes what a user may do (sessions, status, role)."""
+    session.info.setdefault(AUTH_CHANGED, set()).add(user_id)
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, on_auth_change: Callable[[set[uuid.UUID]], None] | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions that report, on commit, every user whose row or sessions changed."""
+
+    class KonferSession(Session):
+        pass
+
+    @event.listens_for(KonferSession, "before_flush")
+    def _collect(session: Session, _ctx: object, _instances: object) -> None:
+        for obj in (*session.dirty, *session.deleted):
+            if isinstance(obj, User):
+                mark_auth_changed(session, obj.id)
+
+    @event.listens_for(KonferSession, "after_commit")
+    def _report(session: Session) -> None:
+        changed = session.info.pop(AUTH_CHANGED, None)
+        if changed and on_auth_change is not None:
+            on_auth_change(changed)
+
+    @event.listens_for(KonferSession, "after_rollback")
+    def _discard(session: Session) -> None:
+        session.info.pop(AUTH_CHANGED, None)
+
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=KonferSession)

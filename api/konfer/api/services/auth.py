@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from konfer.api.db.engine import mark_auth_changed
 from konfer.api.db.models import AuthSession, PasswordReset, RefreshToken, Role, User, UserStatus
 from konfer.api.schemas.auth import TokenPair
 from konfer.api.services import mail
@@ -188,6 +189,7 @@ async def revoke_sessions(
     only: uuid.UUID | None = None,
     keep: uuid.UUID | None = None,
 ) -> None:
+    mark_auth_changed(session, user_id)
     query = update(AuthSession).where(
         AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)
     )

@@ -53,7 +53,7 @@ async def signaling(websocket: WebSocket, token: str | None = None) -> None:
             raise InvalidToken("token query parameter is required")
         claims = state.tokens.verify_access(token)
         async with state.sessionmaker() as session:
-            principal = await load_principal(session, claims)
+            principal = await load_principal(session, claims, state.auth_cache)
     except InvalidToken as exc:
         await _refuse(websocket, "UNAUTHORIZED", exc.message, CLOSE_UNAUTHORIZED)
         return

@@ -92,7 +92,7 @@ class SignalingHub:
         self._pending: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await self.bus.start(self._deliver)
+        """Begin presence upkeep; the app routes room channels of the bus to ``deliver``."""
         self._housekeeper = asyncio.create_task(self._housekeeping(), name="signaling-presence")
 
     async def stop(self) -> None:
@@ -177,7 +177,7 @@ class SignalingHub:
         data = f"{to_user or ''}|{exclude_session or ''}|{action}|{json.dumps(payload)}"
         await self.bus.publish(CHANNEL_PREFIX + meeting_id, data)
 
-    def _deliver(self, channel: str, data: str) -> None:
+    def deliver(self, channel: str, data: str) -> None:
         members = self.rooms.get(channel.removeprefix(CHANNEL_PREFIX))
         if not members:
             return
