@@ -68,6 +68,7 @@ REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0
 HASH_SAMPLES = 5
 TARGET_READ_RATIO = 0.5
+BACKGROUND_WARN_CORES = 0.25
 PASSWORD = "bench-password-123"
 
 # -- the bare baseline -------------------------------------------------------------------
@@ -416,14 +417,20 @@ def summarize(scenario: Scenario, runs: Sequence[LoadResult]) -> Stats:
 
 def run_scenarios(
     scenarios: Sequence[Scenario], rounds: int, warmup_s: float, duration_s: float
-) -> list[Stats]:
-    """Interleave the scenarios round by round, so drift hits all of them alike."""
+) -> tuple[list[Stats], float]:
+    """Interleave the scenarios round by round, so drift hits all of them alike.
+
+    Returns the statistics and the most cores other processes kept busy in the half
+    second before any measurement, while the benchmark's own servers were idle.
+    """
     runs: dict[str, list[LoadResult]] = {s.label: [] for s in scenarios}
+    background = 0.0
     for number in range(1, rounds + 1):
         print(f"round {number}/{rounds}", file=sys.stderr, flush=True)
         for scenario in scenarios:
+            background = max(background, check_idle(0.5))
             runs[scenario.label].append(measure(scenario, warmup_s, duration_s))
-    return [summarize(s, runs[s.label]) for s in scenarios]
+    return [summarize(s, runs[s.label]) for s in scenarios], background
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,15 +462,19 @@ def measure_hash() -> HashCost:
 
 
 def ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}"
+    """Two decimals, or two significant digits for ratios far from 1."""
+    r = value / base
+    if r >= 100:
+        return f"{r:,.0f}"
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
 
 
 def table(stats: Sequence[Stats]) -> str:
     by_label = {s.scenario.label: s for s in stats}
     rows = [
         "| Scenario | Concurrency | req/s | p50 ms | p99 ms | req/s ÷ bare | p50 ÷ bare "
-        "| server CPU ms/req | rounds req/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server CPU ms/req | load-gen CPU | rounds req/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in stats:
         base = by_label.get(s.scenario.baseline or s.scenario.label, s)
@@ -471,7 +482,7 @@ def table(stats: Sequence[Stats]) -> str:
             f"| {s.scenario.label} | {s.scenario.concurrency} | {s.rps:,.0f} "
             f"| {s.p50_ms:.2f} | {s.p99_ms:.2f} | {ratio(s.rps, base.rps)} "
             f"| {ratio(s.p50_ms, base.p50_ms)} | {s.server_cpu_ms_per_request:.3f} "
-            f"| {', '.join(f'{r:,.0f}' for r in s.rounds_rps)} |"
+            f"| {s.client_cpu_share:.0%} | {', '.join(f'{r:,.0f}' for r in s.rounds_rps)} |"
         )
     return "\n".join(rows)
 
@@ -488,6 +499,33 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from the first line of /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # user .. steal; guest time is already inside user
+    return total - idle, total
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """How many cores other processes keep busy; the benchmark wants an idle machine."""
+    busy, total = _cpu_jiffies()
+    time.sleep(seconds)
+    busy_after, total_after = _cpu_jiffies()
+    return (busy_after - busy) / max(1, total_after - total) * (os.cpu_count() or 1)
+
+
+def check_idle(seconds: float) -> float:
+    load = background_load(seconds)
+    if load > BACKGROUND_WARN_CORES:
+        print(
+            f"warning: other processes keep {load:.2f} cores busy; results will be noisy",
+            file=sys.stderr,
+            flush=True,
+        )
+    return load
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     stats: list[Stats]
@@ -497,6 +535,7 @@ class Report:
     rounds: int
     warmup_s: float
     duration_s: float
+    background_cores: float
 
 
 def verdict(report: Report) -> str:
@@ -511,45 +550,64 @@ def verdict(report: Report) -> str:
     )
 
 
+def noisy(report: Report) -> str:
+    if report.background_cores <= BACKGROUND_WARN_CORES:
+        return ""
+    return "; **the machine was not idle, so these numbers are noisy**"
+
+
 def section(report: Report) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cost = report.hash_cost
     cores = cpu_count()
-    clients = ", ".join(
-        f"{s.scenario.label}: {s.client_cpu_share:.0%}" for s in report.stats
-    )
     return f"""{SECTION}
 
 Written by `make bench` (`bench/api.py`); rerun it to refresh this section.
 
 - Date: {now}
-- Machine: {cores} cores (nproc), {cpu_model()}; Python {platform.python_version()},
-  uvicorn {version("uvicorn")}, FastAPI {version("fastapi")}, PostgreSQL {report.pg_version}
-- Method:
-  - Each server is its own process on a free 127.0.0.1 port: the api through its production
-    entry point `konfer api` (uvicorn, loop=uvloop, http=httptools, one worker) on
-    PostgreSQL and Redis from `scripts/with-services.sh`, migrated into a fresh database;
-    the baseline is a bare FastAPI app with one route, `GET /bare -> {{"ok": true}}`,
-    started through the same `uvicorn.run` arguments.
-  - api settings: `KONFER_RATE_LIMIT_ENABLED=false` (the documented limits, 100/min for
-    reads and 10/min for auth, would throttle any benchmark to a few requests),
-    `KONFER_LOG_LEVEL=WARNING` (no per-request access-log line, so log I/O is not
-    measured), JSON logs, data dir and signing keys in a temporary folder, local storage.
-  - Load: a separate Python process (uvloop) holding a fixed number of keep-alive
-    HTTP/1.1 connections, each sending its next request as soon as the previous answer
-    arrives (closed loop). {report.warmup_s:g} s warm-up, then {report.duration_s:g} s
-    measured, {report.rounds} rounds interleaved across scenarios; the table pools the
-    rounds. Latency is client-side, send to last body byte. Any non-2xx answer fails the run.
-  - The generator is the same for baseline and targets, and writes raw requests rather
-    than using httpx: on this machine an httpx `AsyncClient` tops out near 1,600 req/s
-    (about 300 req/s with one shared pool at 32 connections) and would have measured
-    itself instead of the bare route.
-  - The generator, the server and PostgreSQL share the {cores} cores; uvicorn with one
-    worker uses at most one. Generator CPU share during the window ({clients}).
-    "server CPU ms/req" is the api process's user+system time over requests served.
-  - Login registers one user, then logs it in repeatedly at lower concurrency; it is
-    compared with the bare route at the same concurrency, so the ratios compare like with
-    like.
+- Machine: {cores} cores (nproc), CPU "{cpu_model()}"
+- Background load: other processes kept at most {report.background_cores:.2f} cores busy \
+(sampled before the run and for 0.5 s before each measurement){noisy(report)}
+- Software: Python {platform.python_version()}, uvicorn {version("uvicorn")}, \
+FastAPI {version("fastapi")}, PostgreSQL {report.pg_version}
+- Timing: {report.warmup_s:g} s warm-up, then {report.duration_s:g} s measured, per scenario \
+and round; {report.rounds} rounds
+
+### Method
+
+- Each server is its own process on a free 127.0.0.1 port. The api runs through its
+  production entry point `konfer api` (uvicorn, loop=uvloop, http=httptools, one worker)
+  on PostgreSQL and Redis from `scripts/with-services.sh`, migrated into a fresh database.
+  The baseline is a bare FastAPI app with one route, `GET /bare -> {{"ok": true}}`, started
+  with the same `uvicorn.run` arguments.
+- api settings: `KONFER_RATE_LIMIT_ENABLED=false`, because the documented limits (100/min
+  for reads, 10/min for auth) would throttle any benchmark to a few requests;
+  `KONFER_LOG_LEVEL=WARNING`, so no per-request access-log line is written and log I/O is
+  not measured; JSON logs; data dir and signing keys in a temporary folder; local storage.
+- Load: a separate Python process (uvloop) holds a fixed number of keep-alive HTTP/1.1
+  connections, each sending its next request as soon as the previous answer arrives
+  (closed loop). Scenarios are interleaved round by round and the table pools the rounds;
+  "rounds req/s" shows the spread. Latency is client-side, from send to last body byte.
+  In a closed loop latency ≈ concurrency ÷ throughput, so at equal concurrency the p50
+  ratio mirrors the throughput ratio. Any non-2xx answer fails the run.
+- The generator is the same for baseline and targets, so the ratios are fair. It writes
+  raw requests rather than using httpx: on this machine an httpx `AsyncClient` tops out
+  near 1,600 req/s (about 300 req/s with one shared pool at 32 connections) and would
+  have measured itself instead of the bare route.
+- The generator, the server and PostgreSQL share the {cores} cores; uvicorn with one worker
+  uses at most one. "load-gen CPU" is the generator's share of one core during the
+  measured window; "server CPU ms/req" is the server process's user+system CPU time
+  divided by the requests it answered. It shifts less than req/s when other processes
+  compete for the cores, which is why the run samples background load.
+- Login registers one user, then logs it in again and again at lower concurrency
+  ({LOGIN_CONCURRENCY}, since each login is CPU-bound); it is compared with the bare route
+  at the same concurrency.
+- "api floor" is a diagnostic row, not a target: an api route with no dependency and no
+  database (`/api/v1/users/health`), i.e. the api's middleware, metrics and error handling
+  on top of FastAPI. The gap between it and `/users/me` is the token check, the dependency
+  chain and the database round trips.
+
+### Results
 
 {table(report.stats)}
 
@@ -558,14 +616,15 @@ Written by `make bench` (`bench/api.py`); rerun it to refresh this section.
 ### Login cost: argon2id
 
 Login verifies an argon2id hash (`konfer.api.services.passwords`) in a worker thread, so
-its throughput is bounded by CPU, not by the framework:
+its throughput is bounded by CPU, not by the framework.
 
-- `ARGON2_TIME_COST` = {ARGON2_TIME_COST}, `ARGON2_MEMORY_KIB` = {ARGON2_MEMORY_KIB}
-  ({ARGON2_MEMORY_KIB // 1024} MiB), `ARGON2_PARALLELISM` = {ARGON2_PARALLELISM}
-- One hash, measured on the idle machine before the servers start (median of
-  {HASH_SAMPLES}): {cost.wall_ms:.1f} ms wall, {cost.cpu_ms:.1f} ms CPU over all lanes.
-- Ceiling this implies: {cores} cores ÷ {cost.cpu_ms:.1f} ms ≈
-  {cores * 1000 / cost.cpu_ms:.0f} logins/s per machine, before any other work.
+- `ARGON2_TIME_COST` = {ARGON2_TIME_COST}
+- `ARGON2_MEMORY_KIB` = {ARGON2_MEMORY_KIB} ({ARGON2_MEMORY_KIB // 1024} MiB)
+- `ARGON2_PARALLELISM` = {ARGON2_PARALLELISM}
+- One hash on the idle machine, before the servers start (median of {HASH_SAMPLES}): \
+{cost.wall_ms:.1f} ms wall, {cost.cpu_ms:.1f} ms CPU summed over all threads
+- Ceiling this implies: {cores} cores ÷ {cost.cpu_ms:.1f} ms CPU per hash ≈ \
+{cores * 1000 / cost.cpu_ms:.1f} logins/s per machine, before any other work
 """
 
 
@@ -598,6 +657,14 @@ def scenarios_for(bare: Server, api: Server, token: str) -> tuple[list[Scenario]
     login_body = json.dumps({"username": "bench_user", "password": PASSWORD})
     scenarios = [
         Scenario(bare_read, bare, "GET", "/bare", READ_CONCURRENCY),
+        Scenario(  # diagnostic: the api's pipeline with no dependency and no database
+            "api floor `GET /api/v1/users/health`",
+            api,
+            "GET",
+            "/api/v1/users/health",
+            READ_CONCURRENCY,
+            baseline=bare_read,
+        ),
         Scenario(
             read,
             api,
@@ -623,14 +690,18 @@ def scenarios_for(bare: Server, api: Server, token: str) -> tuple[list[Scenario]
 
 def benchmark(rounds: int, warmup_s: float, duration_s: float, write: bool) -> None:
     require_env("KONFER_TEST_REDIS_URL")
+    background = check_idle(1.0)
     print("argon2: timing one hash", file=sys.stderr, flush=True)
     hash_cost = measure_hash()
     with tempfile.TemporaryDirectory(prefix="konfer-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         bare, api = start_bare(stack, workdir), start_api(stack, workdir)
         scenarios, read_label = scenarios_for(bare, api, sign_up(api))
-        stats = run_scenarios(scenarios, rounds, warmup_s, duration_s)
-    report = Report(stats, read_label, hash_cost, postgres_version(), rounds, warmup_s, duration_s)
+        stats, busy = run_scenarios(scenarios, rounds, warmup_s, duration_s)
+    background = max(background, busy)
+    report = Report(
+        stats, read_label, hash_cost, postgres_version(), rounds, warmup_s, duration_s, background
+    )
     print(table(stats))
     print()
     print(verdict(report))
