@@ -56,7 +56,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def access_claims(request: Request, state: StateDep) -> AccessClaims:
+def claims_of(request: Request, state: AppState) -> AccessClaims:
     """Claims of the bearer token; the middleware may already have verified it."""
     claims: AccessClaims | None = getattr(request.state, "access_claims", None)
     if claims is not None:
@@ -71,8 +71,6 @@ async def access_claims(request: Request, state: StateDep) -> AccessClaims:
         raise InvalidToken("Authorization header must use the Bearer scheme")
     return state.tokens.verify_access(token.strip())
 
-
-ClaimsDep = Annotated[AccessClaims, Depends(access_claims)]
 
 
 @dataclass(slots=True)
@@ -114,8 +112,10 @@ async def load_principal(
     return Principal(user=user, session_id=claims.session_id)
 
 
-async def current_principal(claims: ClaimsDep, session: SessionDep, state: StateDep) -> Principal:
-    return await load_principal(session, claims, state.auth_cache)
+async def current_principal(request: Request, session: SessionDep) -> Principal:
+    # Deliberately few sub-dependencies: every authenticated request resolves this.
+    state: AppState = request.app.state.konfer
+    return await load_principal(session, claims_of(request, state), state.auth_cache)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
