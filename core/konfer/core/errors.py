@@ -135,3 +135,11 @@ class ServiceUnavailable(KonferError):
     status_code = 503
     code = "SERVICE_UNAVAILABLE"
     default_message = "Service is temporarily unavailable. Please try again later."
+
+
+class RangeNotSatisfiable(KonferError):
+    """A download's ``Range`` cannot be served; carries ``Content-Range: bytes */size``."""
+
+    status_code = 416
+    code = "RANGE_NOT_SATISFIABLE"
+    default_message = "The requested byte range cannot be satisfied"

@@ -3,6 +3,9 @@
 GCRA keeps one timestamp per key — the theoretical arrival time — so a check is one Redis
 round trip running a short Lua script with Redis's own clock (replica clocks may drift).
 A limit allows ``burst`` requests at once and ``per_minute`` sustained.
+
+Slot limiters cap how many things one key has in flight at once (concurrent uploads per
+user), with the same Redis-or-in-process split.
 """
 
 from __future__ import annotations
@@ -102,3 +105,76 @@ async def ping(redis: Redis, within: float = 2.0) -> bool:
             return bool(await redis.ping())
     except (OSError, TimeoutError, ConnectionError):
         return False
+
+
+class SlotLimiter(Protocol):
+    """At most ``limit`` things in flight per key (uploads per user), across replicas."""
+
+    async def acquire(self, key: str, token: str, limit: int) -> bool: ...
+    async def refresh(self, key: str, token: str) -> None: ...
+    async def release(self, key: str, token: str) -> None: ...
+
+
+class MemorySlotLimiter:
+    """In-process slots for a single replica (``konfer up``)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, set[str]] = {}
+
+    async def acquire(self, key: str, token: str, limit: int) -> bool:
+        held = self._held.setdefault(key, set())
+        if len(held) >= limit:
+            return False
+        held.add(token)
+        return True
+
+    async def refresh(self, key: str, token: str) -> None:
+        return None
+
+    async def release(self, key: str, token: str) -> None:
+        held = self._held.get(key)
+        if held is not None:
+            held.discard(token)
+            if not held:
+                del self._held[key]
+
+
+_SLOT_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local stale = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - stale)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], math.ceil(stale) + 60)
+return 1
+"""
+
+
+class RedisSlotLimiter:
+    """Slots as members of a sorted set scored by their last refresh (Redis's clock).
+
+    A replica that dies mid-upload cannot release its slot; the slot goes stale once
+    nobody refreshes it for ``stale_after`` seconds, so holders refresh while they work.
+    """
+
+    def __init__(self, redis: Redis, stale_after: float = 120.0, prefix: str = "konfer:slots:"):
+        self._redis = redis
+        self._prefix = prefix
+        self.stale_after = stale_after
+        self._script = redis.register_script(_SLOT_LUA)
+
+    async def acquire(self, key: str, token: str, limit: int) -> bool:
+        allowed = await self._script(
+            keys=[self._prefix + key], args=[token, repr(self.stale_after), str(limit)]
+        )
+        return bool(int(allowed))
+
+    async def refresh(self, key: str, token: str) -> None:
+        now_s, now_us = await self._redis.time()
+        await self._redis.zadd(self._prefix + key, {token: now_s + now_us / 1e6}, xx=True)
+
+    async def release(self, key: str, token: str) -> None:
+        await self._redis.zrem(self._prefix + key, token)

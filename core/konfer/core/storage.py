@@ -24,8 +24,10 @@ from minio.error import S3Error
 from konfer.core.errors import ServiceUnavailable
 from konfer.core.settings import Settings
 
-CHUNK_SIZE = 256 * 1024
+CHUNK_SIZE = 1024 * 1024
 _MULTIPART_PART_SIZE = 16 * 1024 * 1024
+# Streams of unknown length: smaller parts bound the SDK's buffers (3 uploading + 1 filling).
+STREAM_PART_SIZE = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +39,10 @@ class ObjectInfo:
 
 class Storage(Protocol):
     async def ensure_ready(self) -> None: ...
-    async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo: ...
+    async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo:
+        """Store ``body`` under ``key``; ``length`` may be -1 when the size is unknown."""
+        ...
+
     async def stat(self, key: str) -> ObjectInfo | None: ...
     def read(
         self, key: str, offset: int = 0, length: int | None = None
@@ -70,9 +75,13 @@ class LocalStorage:
         def write() -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
-            with tmp.open("wb") as out:
-                shutil.copyfileobj(body, out, CHUNK_SIZE)
-                size = out.tell()
+            try:
+                with tmp.open("wb") as out:
+                    shutil.copyfileobj(body, out, CHUNK_SIZE)
+                    size = out.tell()
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
+                raise
             path.with_name(path.name + ".meta").write_text(
                 json.dumps({"content_type": content_type})
             )
@@ -165,16 +174,23 @@ class S3Storage:
         await self._run(make_bucket)
 
     async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo:
+        """Upload ``body``; ``length=-1`` streams a body of unknown size in parts. A failed
+        multipart upload is aborted by the SDK, so nothing is left behind."""
         _check_key(key)
-        await asyncio.to_thread(
+        result = await asyncio.to_thread(
             self.client.put_object,
             self.bucket,
             key,
             body,
             length,
             content_type=content_type,
-            part_size=_MULTIPART_PART_SIZE,
+            part_size=STREAM_PART_SIZE if length < 0 else _MULTIPART_PART_SIZE,
         )
+        if length < 0:
+            info = await self.stat(key)
+            if info is None:  # pragma: no cover - the server just acknowledged it
+                raise ServiceUnavailable(f"object {key} vanished after upload ({result.etag})")
+            return info
         return ObjectInfo(key=key, size=length, content_type=content_type)
 
     async def stat(self, key: str) -> ObjectInfo | None:

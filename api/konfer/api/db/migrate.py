@@ -6,6 +6,8 @@ turns, so each migration runs exactly once.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -34,3 +36,30 @@ def _upgrade(connection: Connection) -> None:
 async def upgrade(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(_upgrade)
+
+
+def _is_current(connection: Connection) -> bool:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return MigrationContext.configure(connection).get_current_revision() == head
+
+
+async def wait_until_current(
+    engine: AsyncEngine, stop: asyncio.Event | None = None, interval: float = 1.0
+) -> None:
+    """Wait until the api has migrated the database (processes that never migrate, like
+    ``konfer worker``, start before or beside the api)."""
+    logged = False
+    while stop is None or not stop.is_set():
+        try:
+            async with engine.connect() as conn:
+                if await conn.run_sync(_is_current):
+                    return
+        except Exception:  # noqa: S110 - the database may not be up yet either
+            pass
+        if not logged:
+            logging.getLogger(__name__).info("waiting for the database to be migrated")
+            logged = True
+        await asyncio.sleep(interval)

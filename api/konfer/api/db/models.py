@@ -1,4 +1,5 @@
-"""Identity tables: users, login sessions (refresh-token families), password resets, mail.
+"""Identity tables: users, login sessions (refresh-token families), password resets, mail;
+meetings with participants and chat; the media library and its processing jobs.
 
 An access token names its session (``sid``); the request's user lookup joins the session,
 so logout, ban, password change and account deletion take effect on the very next request
@@ -12,7 +13,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, Uuid, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from konfer.api.db.base import Base, UTCDateTime
@@ -178,3 +190,88 @@ class ChatMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (Index("ix_chat_messages_meeting_created", "meeting_id", "created_at"),)
+
+
+class MediaSource(StrEnum):
+    upload = "upload"
+    job = "job"
+
+
+class Media(Base):
+    """A file of the media library: an upload, or the output of a processing job."""
+
+    __tablename__ = "media"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    meeting_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("meetings.id", ondelete="SET NULL"), index=True
+    )
+    filename: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    file_type: Mapped[str] = mapped_column(String(16))
+    container: Mapped[str] = mapped_column(String(16))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(512))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(512))
+    duration: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column()
+    height: Mapped[int | None] = mapped_column()
+    bitrate: Mapped[int | None] = mapped_column(BigInteger)
+    video_codec: Mapped[str | None] = mapped_column(String(32))
+    audio_codec: Mapped[str | None] = mapped_column(String(32))
+    frame_rate: Mapped[float | None] = mapped_column(Float)
+    sample_rate: Mapped[int | None] = mapped_column()
+    channels: Mapped[int | None] = mapped_column()
+    source: Mapped[str] = mapped_column(String(16), default=MediaSource.upload.value)
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    download_count: Mapped[int] = mapped_column(default=0)
+    last_accessed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_media_owner_created", "owner_id", "created_at"),
+        Index("ix_media_created_at", "created_at"),
+    )
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class MediaJob(Base):
+    """A durable processing job, claimed by one worker at a time under a lease.
+
+    ``claimed_by`` + ``attempts`` fence a claim: a worker's progress and completion writes
+    match both, so a worker whose lease expired (and whose job another worker took) can no
+    longer change the row.
+    """
+
+    __tablename__ = "media_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input_media_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    input_media_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    output_media_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    output_media_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (Index("ix_media_jobs_status_created", "status", "created_at"),)
