@@ -1,0 +1,347 @@
+"""Every private aiortc / aioice member the SFU touches, in one place.
+
+aiortc decodes everything it receives and encodes everything it sends. The SFU wants
+neither, so it reaches into the pinned ``aiortc==1.16.0`` here, and only here:
+
+* receivers: ``_handle_rtp_packet`` and ``_handle_rtcp_packet`` are replaced per instance
+  so RTP goes to the forwarder (never into the jitter buffer or the decoder thread);
+  the receiver's ``__remote_streams`` statistics keep feeding its RTCP receiver reports,
+  its ``__nack_generator`` keeps asking the publisher for lost packets, and
+  ``_send_rtcp_pli`` / ``_send_rtcp`` carry keyframe requests and REMB upstream.
+* senders: ``send`` (to learn when a subscriber's sender has started), ``_send_keyframe``
+  (a subscriber's PLI/FIR, which aiortc drops when nothing encodes), ``_retransmit``
+  (NACKs served from the forwarder's history), ``_handle_rtcp_packet`` (REMB), the
+  sender-report counters ``__packet_count`` / ``__octet_count`` / ``__ntp_timestamp`` /
+  ``__rtp_timestamp`` and the RTT estimate ``__rtt``. The sender's own RTP loop waits on a
+  track that never yields, so ``get_encoder`` is never reached.
+* the send path below ``RTCDtlsTransport._send_rtp``: ``_tx_srtp`` and aioice's nominated
+  pair (``Connection._nominated``, its protocol's datagram transport and remote address),
+  so a forwarded packet is protected and sent in one synchronous step.
+* ``MediaStreamTrack._id``, so a subscriber's track carries the SFU's track id.
+* aioice's module function ``get_host_addresses`` (``KONFER_SFU_ICE_HOSTS``).
+* ``get_decoder`` / ``get_encoder`` as imported by the receiver and sender modules: the
+  codec guard makes any use of them in the SFU process count and fail.
+
+``tests/sfu/test_aiortc_hooks.py`` fails loudly when the pinned version or any of these
+members change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aioice.ice
+import aiortc
+import aiortc.mediastreams
+import aiortc.rtcdtlstransport
+import aiortc.rtcpeerconnection
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
+from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
+
+AIORTC_VERSION = "1.16.0"
+
+#: sha256 (first 16 hex digits) of the source of every function whose behaviour the hooks
+#: rely on; a new aiortc / aioice that changes any of them fails the hooks test.
+SOURCE_FINGERPRINTS: dict[str, str] = {
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver.__init__": "3e3b7b5cefbaac6f",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver._handle_rtp_packet": "4e54983d021a6336",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver._run_rtcp": "0f57daa3218616c0",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver._send_rtcp_pli": "ae74c43d50f6eb7b",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver._send_rtcp_nack": "5735e597c91b5cf6",
+    "aiortc.rtcrtpsender.RTCRtpSender.__init__": "beb1bc0ae04db20d",
+    "aiortc.rtcrtpsender.RTCRtpSender._handle_rtcp_packet": "a4ee4c7355f8de7a",
+    "aiortc.rtcrtpsender.RTCRtpSender._next_encoded_frame": "89dd9fa4fb33741c",
+    "aiortc.rtcrtpsender.RTCRtpSender._run_rtp": "ff597a1d554cb373",
+    "aiortc.rtcrtpsender.RTCRtpSender.send": "3969482b77a2a65f",
+    "aiortc.rtcrtpsender.RTCRtpSender._retransmit": "ae0b2491944b52dc",
+    "aiortc.rtcrtpsender.RTCRtpSender._send_keyframe": "26c49629470d1928",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver.receive": "d6d8d8d7a0bf4e95",
+    "aiortc.rtcrtpreceiver.RTCRtpReceiver._handle_rtcp_packet": "ec9f46214c3495b2",
+    "aiortc.mediastreams.MediaStreamTrack.__init__": "967f6fa1c4980ce5",
+    "aiortc.rtcrtpsender.RTCRtpSender._run_rtcp": "51e0a924eac4e39b",
+    "aiortc.rtcdtlstransport.RTCDtlsTransport._send_rtp": "763b02bceb0b0ab9",
+    "aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtp_data": "5def9061cc3da1f6",
+    "aiortc.rtcdtlstransport.RTCDtlsTransport._handle_rtcp_data": "5469e786d77b37b2",
+    "aiortc.rtcpeerconnection.RTCPeerConnection._RTCPeerConnection__connect": "9199a73a7cde4776",
+    "aioice.ice.Connection.sendto": "bf162ec03bdce2cc",
+    "aioice.ice.Connection.gather_candidates": "d33db28d4d1e49ff",
+    "aioice.ice.StunProtocol.send_data": "8bfbce074a897482",
+}
+
+#: Instance attributes (name-mangled where private) read or written on live objects.
+RECEIVER_ATTRIBUTES = (
+    "_RTCRtpReceiver__remote_streams",
+    "_RTCRtpReceiver__nack_generator",
+    "_RTCRtpReceiver__rtcp_ssrc",
+    "_handle_rtp_packet",
+    "_handle_rtcp_packet",
+    "_send_rtcp",
+    "_send_rtcp_pli",
+    "_send_rtcp_nack",
+)
+SENDER_ATTRIBUTES = (
+    "_ssrc",
+    "_stream_id",
+    "_track_id",
+    "_RTCRtpSender__packet_count",
+    "_RTCRtpSender__octet_count",
+    "_RTCRtpSender__ntp_timestamp",
+    "_RTCRtpSender__rtp_timestamp",
+    "_RTCRtpSender__rtt",
+    "send",
+    "_send_keyframe",
+    "_retransmit",
+    "_handle_rtcp_packet",
+)
+
+
+def _fingerprint(qualname: str) -> str:
+    module_name = qualname.partition(".")[0]
+    obj: Any = __import__(module_name)
+    for part in qualname.split(".")[1:]:
+        obj = getattr(obj, part)
+    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
+
+
+def current_fingerprints() -> dict[str, str]:
+    """The fingerprints of the installed aiortc/aioice (to refresh ``SOURCE_FINGERPRINTS``)."""
+    return {name: _fingerprint(name) for name in SOURCE_FINGERPRINTS}
+
+
+def check_compatibility() -> list[str]:
+    """What differs from the aiortc these hooks were written for; empty when all is well."""
+    problems = []
+    if aiortc.__version__ != AIORTC_VERSION:
+        problems.append(f"aiortc is {aiortc.__version__}, the hooks need {AIORTC_VERSION}")
+    for name, expected in SOURCE_FINGERPRINTS.items():
+        try:
+            got = _fingerprint(name)
+        except (AttributeError, OSError, TypeError) as exc:
+            problems.append(f"{name} is gone: {exc}")
+            continue
+        if got != expected:
+            problems.append(f"{name} changed (source fingerprint {got}, expected {expected})")
+    return problems
+
+
+def missing_attributes(obj: object, names: Iterable[str]) -> list[str]:
+    """Which of ``names`` a live receiver or sender lacks."""
+    return [name for name in names if not hasattr(obj, name)]
+
+
+# --- ICE ------------------------------------------------------------------------------
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def set_ice_hosts(hosts: list[str] | None) -> None:
+    """Gather only on ``hosts`` (e.g. ``["127.0.0.1"]``); ``None`` or empty restores aioice.
+
+    aioice looks ``get_host_addresses`` up as a module global at gathering time and never
+    offers 127.0.0.1, so replacing the function is the one place to say where to gather.
+    It applies to every connection in the process.
+    """
+    if not hosts:
+        aioice.ice.get_host_addresses = _original_get_host_addresses
+        return
+    chosen = list(hosts)
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+# --- codec guard ----------------------------------------------------------------------
+
+
+class CodecGuard:
+    """Counts (and refuses) every decoder or encoder aiortc tries to create."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.installed = False
+
+    def install(self) -> None:
+        """Make ``get_decoder``/``get_encoder`` fail in this process (the SFU's, not tests')."""
+
+        def refuse(codec: RTCRtpCodecParameters) -> Any:
+            self.attempts += 1
+            raise RuntimeError(f"the SFU must not decode or encode ({codec.mimeType})")
+
+        setattr(aiortc.rtcrtpreceiver, "get_decoder", refuse)  # noqa: B010
+        setattr(aiortc.rtcrtpsender, "get_encoder", refuse)  # noqa: B010
+        self.installed = True
+
+
+codec_guard = CodecGuard()
+
+
+# --- receivers (publishers' tracks) ----------------------------------------------------
+
+RtpHandler = Callable[[RtpPacket, int], Coroutine[Any, Any, None]]
+RtcpHandler = Callable[[Any], Coroutine[Any, Any, None]]
+
+
+def hook_receiver(receiver: RTCRtpReceiver, on_rtp: RtpHandler, on_rtcp: RtcpHandler) -> None:
+    """Route the receiver's RTP to ``on_rtp`` instead of jitter buffer + decoder.
+
+    ``on_rtcp`` sees every RTCP packet routed to the receiver before aiortc does.
+    """
+    original_rtcp = receiver._handle_rtcp_packet
+
+    async def handle_rtcp(packet: Any) -> None:
+        await on_rtcp(packet)
+        await original_rtcp(packet)
+
+    receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign,assignment]
+    receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+def receiver_statistics(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
+    """The per-SSRC statistics the receiver's RTCP loop reports upstream (shared dict)."""
+    streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+    return streams
+
+
+def receiver_nack_generator(receiver: RTCRtpReceiver) -> NackGenerator | None:
+    nack: NackGenerator | None = receiver._RTCRtpReceiver__nack_generator  # type: ignore[attr-defined]
+    return nack
+
+
+async def send_nack(receiver: RTCRtpReceiver, media_ssrc: int, lost: list[int]) -> None:
+    await receiver._send_rtcp_nack(media_ssrc, lost)
+
+
+async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Ask the publisher for a keyframe (RTCP PLI)."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) -> None:
+    """Send one REMB (receiver estimated maximum bitrate) to the publisher."""
+    rtcp_ssrc: int | None = receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+    if rtcp_ssrc is None:
+        return
+    packet = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
+    )
+    await receiver._send_rtcp(packet)
+
+
+# --- senders (subscribers' tracks) -----------------------------------------------------
+
+
+@dataclass(slots=True)
+class SendPath:
+    """The synchronous bottom of a subscriber's send path: SRTP protect, then sendto."""
+
+    protect: Callable[[bytes], bytes]
+    sendto: Callable[[bytes, Any], None]
+    addr: Any
+    is_closing: Callable[[], bool]
+
+
+def send_path(transport: RTCDtlsTransport) -> SendPath | None:
+    """What ``RTCDtlsTransport._send_rtp`` does per packet, without its three awaits."""
+    if transport.state != "connected":
+        return None
+    srtp = transport._tx_srtp
+    pair = transport.transport._connection._nominated.get(1)
+    if srtp is None or pair is None:
+        return None
+    udp = pair.protocol.transport
+    return SendPath(
+        protect=srtp.protect, sendto=udp.sendto, addr=pair.remote_addr, is_closing=udp.is_closing
+    )
+
+
+@dataclass(slots=True)
+class SenderHooks:
+    """What the forwarder wants to hear from one subscriber's sender."""
+
+    started: Callable[[RTCRtpSendParameters], None]
+    keyframe_requested: Callable[[], None]
+    retransmit: Callable[[int], None]
+    remb: Callable[[int], None]
+
+
+def hook_sender(sender: RTCRtpSender, hooks: SenderHooks) -> None:
+    """Wire a subscriber's sender to the forwarder (see the module docstring)."""
+    original_send = sender.send
+    original_rtcp = sender._handle_rtcp_packet
+
+    async def send(parameters: RTCRtpSendParameters) -> None:
+        await original_send(parameters)
+        hooks.started(parameters)
+
+    async def retransmit(sequence_number: int) -> None:
+        hooks.retransmit(sequence_number)
+
+    async def handle_rtcp(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = aiortc.rtp.unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            if sender._ssrc in ssrcs:
+                hooks.remb(bitrate)
+            return
+        await original_rtcp(packet)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender._send_keyframe = hooks.keyframe_requested  # type: ignore[method-assign]
+    sender._retransmit = retransmit  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+def set_track_id(track: MediaStreamTrack, track_id: str) -> None:
+    """Give a track the id subscribers see (``MediaStreamTrack.id`` has no setter)."""
+    track._id = track_id
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    ssrc: int = sender._ssrc
+    return ssrc
+
+
+def set_sender_ids(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
+    """The msid a subscriber sees: ``<publisher peer id> <SFU track id>``."""
+    sender._stream_id = stream_id
+    sender._track_id = track_id
+
+
+def set_sender_report(
+    sender: RTCRtpSender, packets: int, octets: int, ntp_timestamp: int, rtp_timestamp: int
+) -> None:
+    """What the sender's next RTCP sender report says (its RTP loop never sends)."""
+    sender._RTCRtpSender__packet_count = packets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__octet_count = octets  # type: ignore[attr-defined]
+    sender._RTCRtpSender__ntp_timestamp = ntp_timestamp  # type: ignore[attr-defined]
+    sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
+
+
+def sender_rtt(sender: RTCRtpSender) -> float | None:
+    """Round-trip time in seconds from the subscriber's receiver reports, if any yet."""
+    rtt: float | None = sender._RTCRtpSender__rtt  # type: ignore[attr-defined]
+    return rtt
+
+
+def transceiver_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs negotiated on a transceiver (first non-RTX one is what flows)."""
+    codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+    return codecs
+
+
+def parse_rtcp(data: bytes) -> list[Any]:
+    """Parse compound RTCP (tests use it to look at what the SFU sends)."""
+    return list(RtcpPacket.parse(data))

@@ -1,0 +1,861 @@
+"""One meeting's media: its peers, their two peer connections each, and their tracks.
+
+Every client has a ``publisher`` connection (the client offers its camera, microphone and
+screen; the SFU answers) and a ``subscriber`` connection (the SFU offers whatever there is
+to receive and re-offers whenever that changes; the client answers), as design §2 says.
+Messages for a client that are not a direct reply to its request (subscriber offers) go
+to the peer's :class:`EventLog`, which the control API serves as a long-poll.
+
+``control`` calls this module; it calls ``forwarding`` and, through it, the aiortc hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+    sdp,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcrtpparameters import RTCRtpCodecCapability
+
+from konfer.core.errors import Conflict, InsufficientPermissions, NotFound, ValidationFailed
+from konfer.core.tokens import MediaGrants
+from konfer.sfu import aiortc_hooks as hooks
+from konfer.sfu.forwarding import Downstream, PublishedTrack, spawn
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("camera", "microphone", "screen_share")
+TICK_SECONDS = 0.5
+
+
+class InvalidSdp(ValidationFailed):
+    code = "INVALID_SDP"
+    default_message = "The session description is not a valid WebRTC offer or answer"
+
+
+class NegotiationConflict(Conflict):
+    code = "NEGOTIATION_CONFLICT"
+    default_message = "That description does not fit the connection's negotiation state"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomConfig:
+    """What one SFU process is for and how it behaves (from settings and the command line)."""
+
+    meeting_id: str
+    announced_ip: str | None = None
+    last_n: int = 9
+    keyframe_interval: float = 0.5
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class EventLog:
+    """SFU-to-client messages with sequence numbers, served as a long-poll."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._items: deque[tuple[int, dict[str, Any]]] = deque(maxlen=capacity)
+        self._seq = 0
+        self._changed = asyncio.Event()
+        self.closed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def push(self, message: dict[str, Any]) -> None:
+        self._seq += 1
+        self._items.append((self._seq, message))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
+    def after(self, seq: int) -> list[dict[str, Any]]:
+        return [{"seq": s, "message": m} for s, m in self._items if s > seq]
+
+    async def poll(self, after: int, wait_seconds: float) -> list[dict[str, Any]]:
+        items = self.after(after)
+        if items or self.closed or wait_seconds <= 0:
+            return items
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), wait_seconds)
+        return self.after(after)
+
+
+class ForwardTrack(MediaStreamTrack):
+    """The track a subscriber's sender is given: it never yields a frame.
+
+    The sender's RTP loop waits on ``recv`` forever, so it never creates an encoder; the
+    forwarder writes the packets underneath it.
+    """
+
+    def __init__(self, kind: str, track_id: str) -> None:
+        super().__init__()
+        self.kind = kind
+        hooks.set_track_id(self, track_id)
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv(self) -> Any:
+        await self._done
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        super().stop()
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+@dataclass(eq=False)
+class Subscription:
+    transceiver: RTCRtpTransceiver
+    downstream: Downstream
+    track: PublishedTrack
+
+
+@dataclass(eq=False)
+class Peer:
+    """One client of the meeting (one signaling session of a user)."""
+
+    peer_id: str
+    user_id: str
+    grants: MediaGrants
+    connected_at: str = field(default_factory=now_iso)
+    last_activity: str = field(default_factory=now_iso)
+    publisher: RTCPeerConnection | None = None
+    subscriber: RTCPeerConnection | None = None
+    published: dict[str, PublishedTrack] = field(default_factory=dict)  # by publisher mid
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # by track id
+    events: EventLog = field(default_factory=EventLog)
+    early_candidates: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {"publisher": [], "subscriber": []}
+    )
+    media_state: dict[str, Any] = field(
+        default_factory=lambda: {
+            "audio_enabled": True,
+            "video_enabled": True,
+            "screen_sharing": False,
+            "video_quality": "high",
+        }
+    )
+    publisher_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    subscriber_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    selection: set[str] | None = None  # track ids this peer receives; None: all
+    offer_outstanding: bool = False
+    renegotiate_again: bool = False
+    renegotiation: asyncio.Task[None] | None = None
+    offers_sent: int = 0
+    closed: bool = False
+    joined_monotonic: float = field(default_factory=time.monotonic)
+
+    @property
+    def status(self) -> str:
+        pc = self.publisher or self.subscriber
+        if self.closed:
+            return "disconnected"
+        if pc is None:
+            return "connecting"
+        state = pc.connectionState
+        return {"new": "connecting", "closed": "disconnected"}.get(state, state)
+
+
+class Room:
+    """The meeting this SFU process serves."""
+
+    def __init__(self, config: RoomConfig) -> None:
+        self.config = config
+        self.meeting_id = config.meeting_id
+        self.created_at = now_iso()
+        self.started_monotonic = time.monotonic()
+        self.peers: dict[str, Peer] = {}
+        self.tracks: dict[str, PublishedTrack] = {}
+        self.last_spoke: dict[str, float] = {}
+        self.rates: dict[str, tuple[float, float]] = {}  # track id -> (in bps, out bps)
+        self._rate_marks: dict[str, tuple[int, int]] = {}
+        self._rate_time = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
+        self.remb_sent = 0
+        self._ended_totals: dict[str, dict[str, int]] = {
+            kind: dict.fromkeys(TOTAL_KEYS, 0) for kind in ("audio", "video")
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick_forever(), name="sfu-tick")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        peers = list(self.peers.values())
+        for peer in peers:
+            peer.events.close()
+            if peer.renegotiation is not None:
+                peer.renegotiation.cancel()
+        for peer in peers:
+            await self.leave(peer)
+
+    def close_events(self) -> None:
+        """End every pending long-poll now (shutdown: the api sees ``closed``)."""
+        for peer in self.peers.values():
+            peer.events.close()
+
+    def _new_pc(self) -> RTCPeerConnection:
+        return RTCPeerConnection(
+            RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+
+    # --- peers -------------------------------------------------------------------------
+
+    def peer(self, peer_id: str) -> Peer:
+        peer = self.peers.get(peer_id)
+        if peer is None:
+            raise NotFound(f"No peer {peer_id!r} in this meeting")
+        return peer
+
+    async def join(self, peer_id: str, user_id: str, grants: MediaGrants) -> Peer:
+        """The peer, created on first use; a subscriber offer follows if there is media."""
+        peer = self.peers.get(peer_id)
+        if peer is not None:
+            if peer.user_id != user_id:
+                raise InsufficientPermissions(f"Peer {peer_id!r} belongs to another user")
+            peer.grants = grants
+            return peer
+        peer = Peer(peer_id=peer_id, user_id=user_id, grants=grants)
+        self.peers[peer_id] = peer
+        self.last_spoke.setdefault(peer_id, 0.0)
+        if grants.can_subscribe:
+            for track in list(self.tracks.values()):
+                if track.peer_id != peer_id:
+                    self._subscribe(peer, track)
+            self._schedule_renegotiation(peer)
+        return peer
+
+    async def leave(self, peer: Peer) -> None:
+        """Close both connections and stop the peer's tracks at everyone else."""
+        if peer.closed:
+            return
+        peer.closed = True
+        self.peers.pop(peer.peer_id, None)
+        self.last_spoke.pop(peer.peer_id, None)
+        for track in list(peer.published.values()):
+            track.end()
+        for sub in list(peer.subscriptions.values()):
+            sub.track.detach(peer.peer_id)
+        peer.subscriptions.clear()
+        if peer.renegotiation is not None:
+            peer.renegotiation.cancel()
+        peer.events.close()
+        for pc in (peer.publisher, peer.subscriber):
+            if pc is not None:
+                with contextlib.suppress(Exception):
+                    await pc.close()
+
+    def touch(self, peer: Peer) -> None:
+        peer.last_activity = now_iso()
+
+    # --- publisher connection ----------------------------------------------------------
+
+    async def publisher_offer(
+        self, peer: Peer, offer_sdp: str, track_sources: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Apply the client's offer on its publisher connection; return the answer message."""
+        if not peer.grants.can_publish:
+            raise InsufficientPermissions("This media token does not allow publishing")
+        description = _parse_sdp(offer_sdp)
+        sources = self._sources(description, track_sources or {})
+        refused = sorted({s for s in sources.values() if s not in peer.grants.can_publish_sources})
+        if refused:
+            raise InsufficientPermissions(
+                f"This media token may not publish {', '.join(refused)}",
+                details={"allowed": list(peer.grants.can_publish_sources)},
+            )
+        async with peer.publisher_lock:
+            fresh = peer.publisher is None
+            pc = peer.publisher or self._new_pc()
+            if fresh:
+                peer.publisher = pc
+                pc.on("connectionstatechange", lambda: self._publisher_state(peer))
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+            except Exception as exc:
+                if fresh:
+                    peer.publisher = None
+                    with contextlib.suppress(Exception):
+                        await pc.close()
+                raise _sdp_error(exc) from exc
+            for candidate in peer.early_candidates["publisher"]:
+                await _add_candidate(pc, candidate)
+            peer.early_candidates["publisher"].clear()
+            changed = self._sync_published(peer, pc, description, sources)
+        if changed:
+            self._renegotiate_everyone(exclude=peer.peer_id)
+        answer = pc.localDescription
+        return {
+            "type": "answer",
+            "pc": "publisher",
+            "sdp": {"type": "answer", "sdp": self._announce(answer.sdp)},
+            "tracks": [self.track_info(t) for t in peer.published.values() if not t.ended],
+        }
+
+    def _sources(
+        self, description: sdp.SessionDescription, hints: dict[str, str]
+    ) -> dict[str, str]:
+        """Source of every sending m-line, by mid: a signaling hint, else from the msid."""
+        sources: dict[str, str] = {}
+        for media in description.media:
+            if media.kind not in ("audio", "video") or media.direction not in (
+                "sendonly",
+                "sendrecv",
+            ):
+                continue
+            mid = media.rtp.muxId or ""
+            track_id = description.webrtc_track_id(media) or ""
+            hint = hints.get(track_id) or hints.get(mid)
+            if hint is not None:
+                if hint not in SOURCES:
+                    raise ValidationFailed(
+                        f"Unknown track source {hint!r}", details={"allowed": list(SOURCES)}
+                    )
+                sources[mid] = hint
+            elif media.kind == "audio":
+                sources[mid] = "microphone"
+            else:
+                msid = (media.msid or "").lower()
+                sources[mid] = "screen_share" if "screen" in msid else "camera"
+        return sources
+
+    def _sync_published(
+        self,
+        peer: Peer,
+        pc: RTCPeerConnection,
+        description: sdp.SessionDescription,
+        sources: dict[str, str],
+    ) -> bool:
+        """Create tracks for new sending m-lines and end those that stopped sending."""
+        changed = False
+        by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None}
+        for media in description.media:
+            mid = media.rtp.muxId or ""
+            existing = peer.published.get(mid)
+            sending = mid in sources and media.port != 0
+            if existing is not None and (not sending or existing.ended):
+                existing.end()
+                changed = True
+            if not sending or (existing is not None and not existing.ended):
+                continue
+            transceiver = by_mid.get(mid)
+            if transceiver is None:
+                continue
+            codecs = hooks.transceiver_codecs(transceiver)
+            main = next((c for c in codecs if c.name.lower() != "rtx"), None)
+            if main is None:
+                continue
+            rtx = next(
+                (
+                    c.payloadType
+                    for c in codecs
+                    if c.name.lower() == "rtx" and c.parameters.get("apt") == main.payloadType
+                ),
+                None,
+            )
+            wanted_id = description.webrtc_track_id(media) or ""
+            track_id = (
+                wanted_id if wanted_id and wanted_id not in self.tracks else secrets.token_hex(8)
+            )
+            track = PublishedTrack(
+                track_id=track_id,
+                peer_id=peer.peer_id,
+                user_id=peer.user_id,
+                kind=media.kind,
+                source=sources[mid],
+                codec=main,
+                rtx_payload_type=rtx,
+                receiver=transceiver.receiver,
+                keyframe_interval=self.config.keyframe_interval,
+                on_speaking=self.speaking,
+                on_ended=self._track_ended,
+            )
+            track.mid = mid
+            track.enabled = self._source_enabled(peer, track.source)
+            peer.published[mid] = track
+            self.tracks[track_id] = track
+            for other in self.peers.values():
+                if other is not peer and other.grants.can_subscribe and not other.closed:
+                    self._subscribe(other, track)
+            changed = True
+        return changed
+
+    def _publisher_state(self, peer: Peer) -> None:
+        pc = peer.publisher
+        if pc is not None and pc.connectionState in ("failed", "closed"):
+            for track in list(peer.published.values()):
+                track.end()
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Counters of every track this process has forwarded, by kind (for metrics)."""
+        out = {kind: dict(values) for kind, values in self._ended_totals.items()}
+        for track in self.tracks.values():
+            _accumulate(out[track.kind], track)
+        return out
+
+    def _track_ended(self, track: PublishedTrack) -> None:
+        if self.tracks.pop(track.track_id, None) is not None:
+            _accumulate(self._ended_totals[track.kind], track)
+        for peer in self.peers.values():
+            self._unsubscribe(peer, track.track_id)
+        owner = self.peers.get(track.peer_id)
+        if owner is not None:
+            owner.published = {m: t for m, t in owner.published.items() if t is not track}
+
+    # --- subscriber connection ---------------------------------------------------------
+
+    def _subscribe(self, peer: Peer, track: PublishedTrack) -> None:
+        if track.track_id in peer.subscriptions or track.ended:
+            return
+        if peer.selection is not None and track.track_id not in peer.selection:
+            return
+        if peer.subscriber is None:
+            peer.subscriber = self._new_pc()
+            pc = peer.subscriber
+            pc.on("connectionstatechange", lambda: self._subscriber_state(peer))
+        forward = ForwardTrack(track.kind, track.track_id)
+        transceiver = peer.subscriber.addTransceiver(forward, direction="sendonly")
+        transceiver.setCodecPreferences(_preferences(track))
+        hooks.set_sender_ids(transceiver.sender, track.peer_id, track.track_id)
+        downstream = track.attach(transceiver.sender, peer.peer_id)
+        downstream.wanted = self._wanted(track)
+        peer.subscriptions[track.track_id] = Subscription(transceiver, downstream, track)
+
+    def _unsubscribe(self, peer: Peer, track_id: str) -> None:
+        """Stop sending a track to a peer: RTCP BYE now, an inactive m-line in the re-offer."""
+        sub = peer.subscriptions.pop(track_id, None)
+        if sub is None:
+            return
+        sub.track.detach(peer.peer_id)
+        sub.transceiver.direction = "inactive"
+        spawn(sub.transceiver.sender.stop())
+        self._schedule_renegotiation(peer)
+
+    def set_subscriptions(self, peer: Peer, track_ids: list[str] | None) -> None:
+        """Receive only ``track_ids`` (recorder taps, selective viewing); None: everything."""
+        if track_ids is not None:
+            unknown = sorted(set(track_ids) - set(self.tracks))
+            if unknown:
+                raise NotFound(
+                    f"Unknown track id(s): {', '.join(unknown)}", details={"unknown": unknown}
+                )
+            peer.selection = set(track_ids)
+        else:
+            peer.selection = None
+        for track_id in list(peer.subscriptions):
+            if peer.selection is not None and track_id not in peer.selection:
+                self._unsubscribe(peer, track_id)
+        if peer.grants.can_subscribe:
+            for track in list(self.tracks.values()):
+                if track.peer_id != peer.peer_id:
+                    self._subscribe(peer, track)
+        self._schedule_renegotiation(peer)
+
+    def track(self, track_id: str) -> PublishedTrack:
+        track = self.tracks.get(track_id)
+        if track is None:
+            raise NotFound(f"No track {track_id!r} in this meeting")
+        return track
+
+    def _subscriber_state(self, peer: Peer) -> None:
+        pc = peer.subscriber
+        if pc is not None and pc.connectionState in ("failed", "closed"):
+            for sub in list(peer.subscriptions.values()):
+                sub.track.pause(sub.downstream)
+
+    def _renegotiate_everyone(self, exclude: str) -> None:
+        for other in self.peers.values():
+            if other.peer_id != exclude:
+                self._schedule_renegotiation(other)
+
+    def _schedule_renegotiation(self, peer: Peer) -> None:
+        """Offer on the peer's subscriber connection soon (changes in one turn coalesce)."""
+        if peer.closed or peer.subscriber is None or self._closing:
+            return
+        if peer.renegotiation is None or peer.renegotiation.done():
+            peer.renegotiation = asyncio.create_task(self._renegotiate(peer))
+
+    async def _renegotiate(self, peer: Peer) -> None:
+        await asyncio.sleep(0)
+        async with peer.subscriber_lock:
+            pc = peer.subscriber
+            if pc is None or peer.closed or pc.connectionState == "closed":
+                return
+            if peer.offer_outstanding:
+                peer.renegotiate_again = True
+                return
+            if not pc.getTransceivers():
+                return
+            try:
+                await pc.setLocalDescription(await pc.createOffer())
+            except Exception:
+                if not (peer.closed or self._closing):
+                    log.exception("subscriber offer failed", extra={"peer_id": peer.peer_id})
+                return
+            peer.offer_outstanding = True
+            peer.offers_sent += 1
+            offer = pc.localDescription
+            peer.events.push(
+                {
+                    "type": "offer",
+                    "pc": "subscriber",
+                    "sdp": {"type": "offer", "sdp": self._announce(offer.sdp)},
+                    "tracks": [
+                        {**self.track_info(s.track), "mid": s.transceiver.mid}
+                        for s in peer.subscriptions.values()
+                    ],
+                }
+            )
+
+    async def subscriber_answer(self, peer: Peer, answer_sdp: str) -> None:
+        """Apply the client's answer to the SFU's last subscriber offer."""
+        _parse_sdp(answer_sdp)
+        async with peer.subscriber_lock:
+            pc = peer.subscriber
+            if pc is None or not peer.offer_outstanding:
+                raise NegotiationConflict("There is no subscriber offer waiting for an answer")
+            try:
+                await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+            except Exception as exc:
+                raise _sdp_error(exc) from exc
+            peer.offer_outstanding = False
+            for candidate in peer.early_candidates["subscriber"]:
+                await _add_candidate(pc, candidate)
+            peer.early_candidates["subscriber"].clear()
+            again = peer.renegotiate_again
+            peer.renegotiate_again = False
+        if again:
+            self._schedule_renegotiation(peer)
+
+    async def add_candidate(self, peer: Peer, pc_name: str, candidate: dict[str, Any]) -> None:
+        pc = peer.publisher if pc_name == "publisher" else peer.subscriber
+        if pc is None or pc.remoteDescription is None:
+            peer.early_candidates[pc_name].append(candidate)
+            return
+        await _add_candidate(pc, candidate)
+
+    # --- selection, media state --------------------------------------------------------
+
+    def speaking(self, peer_id: str) -> None:
+        self.last_spoke[peer_id] = time.monotonic()
+
+    def selected_speakers(self) -> set[str]:
+        """The ``last_n`` peers whose video is forwarded: most recent speakers first."""
+        publishers = {t.peer_id for t in self.tracks.values() if t.source == "camera"}
+        if len(publishers) <= self.config.last_n:
+            return publishers
+
+        def rank(peer_id: str) -> tuple[float, float]:
+            peer = self.peers.get(peer_id)
+            return (self.last_spoke.get(peer_id, 0.0), -(peer.joined_monotonic if peer else 0))
+
+        return set(sorted(publishers, key=rank, reverse=True)[: self.config.last_n])
+
+    def _wanted(self, track: PublishedTrack, selected: set[str] | None = None) -> bool:
+        if track.source != "camera":
+            return True
+        return track.peer_id in (selected if selected is not None else self.selected_speakers())
+
+    def apply_selection(self) -> None:
+        selected = self.selected_speakers()
+        for track in self.tracks.values():
+            if track.source == "camera":
+                wanted = track.peer_id in selected
+                for d in list(track.downstreams.values()):
+                    track.set_wanted(d, wanted)
+
+    def _source_enabled(self, peer: Peer, source: str) -> bool:
+        key = {"microphone": "audio_enabled", "camera": "video_enabled"}.get(source)
+        return bool(peer.media_state.get(key, True)) if key else True
+
+    def set_media_state(self, peer: Peer, changes: dict[str, Any]) -> dict[str, Any]:
+        """Mute/unmute a peer's published tracks for everyone (spec media-state fields)."""
+        peer.media_state.update({k: v for k, v in changes.items() if v is not None})
+        for track in peer.published.values():
+            if track.source != "screen_share":
+                track.set_enabled(self._source_enabled(peer, track.source))
+            elif changes.get("screen_sharing") is not None:
+                track.set_enabled(bool(changes["screen_sharing"]))
+        return dict(peer.media_state)
+
+    # --- periodic work -----------------------------------------------------------------
+
+    async def _tick_forever(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            n += 1
+            try:
+                await self.tick(remb=n % 2 == 0)
+            except Exception:
+                log.exception("SFU tick failed")
+
+    async def tick(self, remb: bool = True) -> None:
+        """Sender reports, last-N selection, REMB aggregation and bitrate sampling."""
+        for track in self.tracks.values():
+            for d in track.live:
+                d.sync_report()
+        self.apply_selection()
+        if remb:
+            for track in list(self.tracks.values()):
+                if await track.send_remb() is not None:
+                    self.remb_sent += 1
+        now = time.monotonic()
+        elapsed = now - self._rate_time
+        if elapsed >= 0.9:
+            for track_id, track in self.tracks.items():
+                before = self._rate_marks.get(track_id, (0, 0))
+                self.rates[track_id] = (
+                    (track.bytes_in - before[0]) * 8 / elapsed,
+                    (track.bytes_out - before[1]) * 8 / elapsed,
+                )
+                self._rate_marks[track_id] = (track.bytes_in, track.bytes_out)
+            for gone in set(self.rates) - set(self.tracks):
+                self.rates.pop(gone, None)
+                self._rate_marks.pop(gone, None)
+            self._rate_time = now
+
+    # --- views -------------------------------------------------------------------------
+
+    def track_info(self, track: PublishedTrack) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "track_id": track.track_id,
+            "peer_id": track.peer_id,
+            "user_id": track.user_id,
+            "kind": track.kind,
+            "source": track.source,
+            "codec": track.codec.name.lower(),
+            "bitrate": int(self.rates.get(track.track_id, (0.0, 0.0))[0]),
+            "enabled": track.enabled,
+        }
+        return info
+
+    def peer_info(self, peer: Peer) -> dict[str, Any]:
+        """A peer in the shape of ``GET /webrtc/room/{roomId}/peers``."""
+        tracks = [t for t in peer.published.values() if not t.ended]
+        sources = {t.source for t in tracks}
+        media_type = (
+            "screen"
+            if "screen_share" in sources
+            else "video"
+            if "camera" in sources
+            else "audio"
+            if "microphone" in sources
+            else "none"
+        )
+        return {
+            "peer_id": peer.peer_id,
+            "user_id": peer.user_id,
+            "media_type": media_type,
+            "status": peer.status,
+            "hidden": peer.grants.hidden,
+            "tracks": [self.track_info(t) for t in tracks],
+            "subscriptions": sorted(peer.subscriptions),
+            "media_state": dict(peer.media_state),
+            "connected_at": peer.connected_at,
+            "last_activity": peer.last_activity,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        """Measured room statistics in the shape of ``GET /webrtc/room/{roomId}/stats``."""
+        tracks = list(self.tracks.values())
+        inbound = sum(self.rates.get(t.track_id, (0.0, 0.0))[0] for t in tracks)
+        outbound = sum(self.rates.get(t.track_id, (0.0, 0.0))[1] for t in tracks)
+        lost = expected = 0
+        jitters = [t.jitter_ms() for t in tracks if t.media_ssrc is not None]
+        rtts: list[float] = []
+        quality = {"excellent": 0, "good": 0, "fair": 0, "poor": 0}
+        visible = [p for p in self.peers.values() if not p.grants.hidden]
+        for peer in self.peers.values():
+            peer_rtts: list[float] = []
+            peer_lost = peer_expected = 0
+            for t in peer.published.values():  # upstream: the SFU's receiver statistics
+                t_lost, t_expected = t.loss()
+                peer_lost += t_lost
+                peer_expected += t_expected
+            for sub in peer.subscriptions.values():  # downstream: the client's RTCP reports
+                rtt = hooks.sender_rtt(sub.downstream.sender)
+                if rtt is not None:
+                    peer_rtts.append(rtt * 1000.0)
+                report = await sub.downstream.sender.getStats()
+                for stat in report.values():
+                    if getattr(stat, "type", "") != "remote-inbound-rtp":
+                        continue
+                    s_lost = max(int(stat.packetsLost or 0), 0)
+                    peer_lost += s_lost
+                    peer_expected += max(int(stat.packetsReceived or 0), 0) + s_lost
+                    if stat.jitter is not None:
+                        jitters.append(float(stat.jitter) * 1000.0 / sub.track.codec.clockRate)
+            lost += peer_lost
+            expected += peer_expected
+            rtts += peer_rtts
+            if not peer.grants.hidden:
+                loss_rate = peer_lost / peer_expected if peer_expected else 0.0
+                rtt_ms = sum(peer_rtts) / len(peer_rtts) if peer_rtts else 0.0
+                quality[_quality(loss_rate, rtt_ms)] += 1
+        return {
+            "room_id": self.meeting_id,
+            "meeting_id": self.meeting_id,
+            "created_at": self.created_at,
+            "duration": int(time.monotonic() - self.started_monotonic),
+            "statistics": {
+                "total_peers": len(visible),
+                "active_peers": sum(1 for p in visible if p.status == "connected"),
+                "total_tracks": len(tracks),
+                "audio_tracks": sum(1 for t in tracks if t.kind == "audio"),
+                "video_tracks": sum(1 for t in tracks if t.source == "camera"),
+                "screen_tracks": sum(1 for t in tracks if t.source == "screen_share"),
+                "total_bandwidth": int(inbound + outbound),
+                "inbound_bandwidth": int(inbound),
+                "outbound_bandwidth": int(outbound),
+                "packet_loss_rate": round(lost / expected, 4) if expected else 0.0,
+                "average_jitter": round(sum(jitters) / len(jitters), 2) if jitters else 0.0,
+                "average_rtt": round(sum(rtts) / len(rtts), 2) if rtts else 0.0,
+            },
+            "quality_metrics": quality,
+        }
+
+    def _announce(self, text: str) -> str:
+        """Put ``announced_ip`` in place of the host addresses of the SFU's candidates."""
+        ip = self.config.announced_ip
+        if not ip:
+            return text
+        lines = []
+        for line in text.split("\r\n"):
+            if line.startswith("a=candidate:"):
+                parts = line.split(" ")
+                if len(parts) > 7 and parts[7] == "host":
+                    parts[4] = ip
+                line = " ".join(parts)
+            elif line.startswith("c=IN IP4 "):
+                line = f"c=IN IP4 {ip}"
+            lines.append(line)
+        return "\r\n".join(lines)
+
+
+def _quality(loss_rate: float, rtt_ms: float) -> str:
+    """Bucket a peer by measured loss and round-trip time."""
+    if loss_rate < 0.01 and rtt_ms < 100:
+        return "excellent"
+    if loss_rate < 0.03 and rtt_ms < 200:
+        return "good"
+    if loss_rate < 0.08 and rtt_ms < 400:
+        return "fair"
+    return "poor"
+
+
+TOTAL_KEYS = (
+    "packets_in",
+    "bytes_in",
+    "packets_out",
+    "bytes_out",
+    "retransmitted",
+    "keyframes_in",
+    "keyframes_out",
+)
+
+
+def _accumulate(into: dict[str, int], track: PublishedTrack) -> None:
+    into["packets_in"] += track.packets_in
+    into["bytes_in"] += track.bytes_in
+    into["packets_out"] += track.packets_out
+    into["bytes_out"] += track.bytes_out
+    into["retransmitted"] += track.retransmitted
+    into["keyframes_in"] += track.keyframe_requests_received
+    into["keyframes_out"] += track.keyframe_requests_sent
+
+
+def _preferences(track: PublishedTrack) -> list[RTCRtpCodecCapability]:
+    """Offer a subscriber exactly the publisher's codec (and RTX for video)."""
+    caps = RTCRtpReceiver.getCapabilities(track.kind)
+    assert caps is not None
+    chosen = [
+        c
+        for c in caps.codecs
+        if c.mimeType.lower() == track.codec.mimeType.lower()
+        and c.parameters == track.codec.parameters
+    ]
+    if not chosen:
+        chosen = [c for c in caps.codecs if c.mimeType.lower() == track.codec.mimeType.lower()]
+    if track.kind == "video":
+        chosen += [c for c in caps.codecs if c.mimeType.lower() == "video/rtx"]
+    return chosen
+
+
+def _parse_sdp(text: str) -> sdp.SessionDescription:
+    """Parse and check what aiortc would otherwise accept silently or crash on later."""
+    if not isinstance(text, str) or not text.startswith("v=0"):
+        raise InvalidSdp("The session description must be SDP text starting with 'v=0'")
+    try:
+        description = sdp.SessionDescription.parse(text)
+    except Exception as exc:
+        raise InvalidSdp(f"Unparseable SDP: {exc}") from exc
+    media = [m for m in description.media if m.kind in ("audio", "video", "application")]
+    if not media:
+        raise InvalidSdp("The session description has no audio or video m-line")
+    for m in media:
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
+            raise InvalidSdp(f"m-line {m.rtp.muxId or m.kind} lacks ICE credentials")
+        if not m.dtls or not m.dtls.fingerprints:
+            raise InvalidSdp(f"m-line {m.rtp.muxId or m.kind} lacks a DTLS fingerprint")
+    return description
+
+
+def _sdp_error(exc: Exception) -> Exception:
+    from aiortc.exceptions import InvalidStateError
+
+    if isinstance(exc, InvalidStateError):
+        return NegotiationConflict(str(exc))
+    if isinstance(exc, InvalidSdp | NegotiationConflict):
+        return exc
+    return InvalidSdp(f"The session description was refused: {exc or type(exc).__name__}")
+
+
+async def _add_candidate(pc: RTCPeerConnection, candidate: dict[str, Any]) -> None:
+    text = str(candidate.get("candidate") or "")
+    if not text:
+        await pc.addIceCandidate(None)
+        return
+    try:
+        parsed = sdp.candidate_from_sdp(text.removeprefix("a=").removeprefix("candidate:"))
+    except (ValueError, IndexError) as exc:
+        raise ValidationFailed(f"Unparseable ICE candidate: {text!r}") from exc
+    parsed.sdpMid = candidate.get("sdpMid")
+    parsed.sdpMLineIndex = candidate.get("sdpMLineIndex")
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0
+    await pc.addIceCandidate(parsed)

@@ -1,0 +1,366 @@
+"""Real aiortc clients and a real ``konfer sfu`` process for the SFU tests.
+
+Everything gathers on 127.0.0.1 only: the SFU through ``KONFER_SFU_ICE_HOSTS`` and these
+clients through the same aioice switch, and every SDP is checked for it. The SFU runs as
+its own process so the test can ask it whether it ever created a decoder or encoder
+(these clients, of course, encode and decode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import json
+import math
+import os
+import re
+import socket
+import struct
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from av import AudioFrame, VideoFrame
+
+from konfer.core.keys import KeyRing
+from konfer.core.tokens import MediaGrants, TokenCodec
+from konfer.sfu import aiortc_hooks
+
+LOOPBACK = "127.0.0.1"
+_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ (\S+) ", re.MULTILINE)
+
+
+def candidate_addresses(sdp: str) -> list[str]:
+    return _CANDIDATE.findall(sdp)
+
+
+def assert_loopback_only(sdp: str) -> None:
+    addresses = candidate_addresses(sdp)
+    assert addresses, "the description carries no candidates"
+    assert set(addresses) == {LOOPBACK}, f"non-loopback candidates: {addresses}"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+class Keys:
+    """The api's side of media tokens: a signing ring and its JWKS file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.ring = KeyRing.load(folder / "keys", None, generate=True)
+        self.codec = TokenCodec(self.ring, "konfer")
+        self.jwks_file = folder / "jwks.json"
+        self.jwks_file.write_text(json.dumps(self.ring.jwks()))
+
+    def token(self, user_id: str, room: str, **grants: Any) -> str:
+        return self.codec.issue_media(
+            uuid.UUID(user_id), "tester", MediaGrants(room=room, **grants), ttl=600
+        )
+
+
+@contextlib.asynccontextmanager
+async def sfu_process(keys: Keys, meeting_id: str, **env: str) -> AsyncIterator[str]:
+    """``konfer sfu`` on loopback; yields its base URL."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "KONFER_SFU_ICE_HOSTS": LOOPBACK,
+        "KONFER_JSON_LOGS": "false",
+        "KONFER_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "konfer.cli.main",
+        "sfu",
+        "--meeting",
+        meeting_id,
+        "--port",
+        str(port),
+        "--jwks-file",
+        str(keys.jwks_file),
+        env=environment,
+    )
+    base = f"http://{LOOPBACK}:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.returncode is None, "the SFU process exited"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the SFU did not start"
+                await asyncio.sleep(0.1)
+        yield base
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def eventually(predicate: Callable[[], object], seconds: float) -> bool:
+    """Poll ``predicate`` every 20 ms for up to ``seconds`` (real media takes real time)."""
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(predicate())
+
+
+class PatternVideo(VideoStreamTrack):
+    """Small moving frames (so the encoder has real work), 30 fps, with the given id."""
+
+    def __init__(self, track_id: str | None = None, size: tuple[int, int] = (160, 120)) -> None:
+        super().__init__()
+        if track_id:
+            self._id = track_id
+        self.width, self.height = size
+        self.n = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(width=self.width, height=self.height, format="yuv420p")
+        w, h = self.width, self.height
+        shift = self.n % 64
+        row = bytes(((x + shift) * 4) & 0xFF for x in range(w))
+        frame.planes[0].update(row * h)
+        frame.planes[1].update(bytes([128 + (self.n % 32)]) * (w * h // 4))
+        frame.planes[2].update(bytes([128]) * (w * h // 4))
+        self.n += 1
+        frame.pts = pts
+        frame.time_base = time_base
+        return frame
+
+
+class ToneAudio(MediaStreamTrack):
+    """20 ms frames of a 440 Hz tone (loud) or silence, paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, loud: bool = False, track_id: str | None = None) -> None:
+        super().__init__()
+        if track_id:
+            self._id = track_id
+        self.loud = loud
+        self._start: float | None = None
+        self._samples = 0
+
+    async def recv(self) -> AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        rate, count = 48000, 960
+        if self._start is None:
+            self._start = time.time()
+        else:
+            self._samples += count
+            await asyncio.sleep(self._start + self._samples / rate - time.time())
+        amplitude = 12000 if self.loud else 0
+        data = b"".join(
+            struct.pack(
+                "<h", int(amplitude * math.sin(2 * math.pi * 440 * (self._samples + i) / rate))
+            )
+            for i in range(count)
+        )
+        frame = AudioFrame(format="s16", layout="mono", samples=count)
+        frame.planes[0].update(data)
+        frame.pts = self._samples
+        frame.sample_rate = rate
+        frame.time_base = fractions.Fraction(1, rate)
+        return frame
+
+
+@dataclass
+class Received:
+    """What one client got of one remote track."""
+
+    track_id: str
+    kind: str
+    frames: int = 0
+    pts: list[int] = field(default_factory=list)
+    first_at: float | None = None
+    ended_at: float | None = None
+    sizes: set[tuple[int, int]] = field(default_factory=set)
+
+
+def new_pc() -> RTCPeerConnection:
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+class Participant:
+    """One meeting client: a publisher connection, a subscriber connection, an event poll."""
+
+    def __init__(self, base: str, keys: Keys, meeting_id: str, **grants: Any) -> None:
+        self.user_id = str(uuid.uuid4())
+        self.peer_id = uuid.uuid4().hex
+        self.token = keys.token(self.user_id, meeting_id, **grants)
+        self.http = httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {self.token}"}, timeout=40
+        )
+        self.publisher: RTCPeerConnection | None = None
+        self.subscriber: RTCPeerConnection | None = None
+        self.received: dict[str, Received] = {}
+        self.offers: list[dict[str, Any]] = []
+        self.track_owners: dict[str, str] = {}
+        self.sub_connected_at: float | None = None
+        self.sdps: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._cursor = 0
+
+    async def join(self) -> None:
+        r = await self.http.put(f"/v1/peers/{self.peer_id}")
+        assert r.status_code == 200, r.text
+        self._tasks.append(asyncio.create_task(self._poll()))
+
+    async def publish(
+        self,
+        *tracks: MediaStreamTrack,
+        codec: str | None = None,
+        sources: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        pc = self.publisher = self.publisher or new_pc()
+        for track in tracks:
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            if codec and track.kind == "video":
+                caps = RTCRtpSender.getCapabilities("video").codecs
+                transceiver.setCodecPreferences(
+                    [c for c in caps if c.mimeType.lower() in (codec.lower(), "video/rtx")]
+                )
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = pc.localDescription.sdp
+        assert_loopback_only(offer)
+        self.sdps.append(offer)
+        body: dict[str, Any] = {
+            "type": "offer",
+            "pc": "publisher",
+            "sdp": {"type": "offer", "sdp": offer},
+        }
+        if sources:
+            body["track_sources"] = sources
+        r = await self.http.post(f"/v1/peers/{self.peer_id}/signal", json=body)
+        assert r.status_code == 200, r.text
+        (answer,) = r.json()["messages"]
+        assert answer["type"] == "answer"
+        assert answer["pc"] == "publisher"
+        assert answer["from_user_id"] == "sfu"
+        assert_loopback_only(answer["sdp"]["sdp"])
+        self.sdps.append(answer["sdp"]["sdp"])
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"]["sdp"], "answer"))
+        return answer
+
+    async def _poll(self) -> None:
+        while True:
+            r = await self.http.get(
+                f"/v1/peers/{self.peer_id}/events", params={"after": self._cursor, "timeout": 10}
+            )
+            if r.status_code != 200:
+                return
+            body = r.json()
+            for event in body["events"]:
+                self._cursor = event["seq"]
+                await self._on_message(event["message"])
+            if body["closed"]:
+                return
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        assert message["from_user_id"] == "sfu"
+        if message["type"] != "offer" or message["pc"] != "subscriber":
+            return
+        self.offers.append(message)
+        for t in message["tracks"]:
+            self.track_owners[t["track_id"]] = t["user_id"]
+        assert_loopback_only(message["sdp"]["sdp"])
+        self.sdps.append(message["sdp"]["sdp"])
+        if self.subscriber is None:
+            self.subscriber = new_pc()
+            pc = self.subscriber
+
+            @pc.on("connectionstatechange")
+            def _state() -> None:
+                if pc.connectionState == "connected" and self.sub_connected_at is None:
+                    self.sub_connected_at = time.monotonic()
+
+            @pc.on("track")
+            def _track(track: MediaStreamTrack) -> None:
+                self._tasks.append(asyncio.create_task(self._consume(track)))
+
+        pc = self.subscriber
+        await pc.setRemoteDescription(RTCSessionDescription(message["sdp"]["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        answer = pc.localDescription.sdp
+        assert_loopback_only(answer)
+        self.sdps.append(answer)
+        r = await self.http.post(
+            f"/v1/peers/{self.peer_id}/signal",
+            json={"type": "answer", "pc": "subscriber", "sdp": {"type": "answer", "sdp": answer}},
+        )
+        assert r.status_code == 200, r.text
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        got = self.received.setdefault(track.id, Received(track.id, track.kind))
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                got.ended_at = time.monotonic()
+                return
+            if got.first_at is None:
+                got.first_at = time.monotonic()
+            got.frames += 1
+            if frame.pts is not None:
+                got.pts.append(int(frame.pts))
+            if isinstance(frame, VideoFrame):
+                got.sizes.add((frame.width, frame.height))
+
+    def from_user(self, user_id: str, kind: str) -> list[Received]:
+        return [
+            r
+            for tid, r in self.received.items()
+            if self.track_owners.get(tid) == user_id and r.kind == kind
+        ]
+
+    async def leave(self) -> None:
+        r = await self.http.delete(f"/v1/peers/{self.peer_id}")
+        assert r.status_code == 200, r.text
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        for pc in (self.publisher, self.subscriber):
+            if pc is not None:
+                await pc.close()
+        await self.http.aclose()
+
+
+def gather_on_loopback() -> None:
+    """Make every aiortc connection of this (test) process gather on 127.0.0.1 only."""
+    aiortc_hooks.set_ice_hosts([LOOPBACK])
