@@ -25,11 +25,11 @@ test: $(STAMP)
 	bash scripts/with-services.sh $(MAKE) --no-print-directory lint typecheck importlint pytest
 
 lint:
-	$(BIN)/ruff check core api cli tests bench
-	$(BIN)/ruff format --check core api cli tests bench
+	$(BIN)/ruff check core api sfu cli tests bench
+	$(BIN)/ruff format --check core api sfu cli tests bench
 
 typecheck:
-	$(BIN)/mypy -p konfer.core -p konfer.api -p konfer.cli
+	$(BIN)/mypy -p konfer.core -p konfer.api -p konfer.sfu -p konfer.cli
 
 importlint:
 	$(BIN)/lint-imports
@@ -40,6 +40,7 @@ pytest:
 bench: $(STAMP)
 	bash scripts/install-test-deps.sh
 	bash scripts/with-services.sh $(BIN)/python bench/api.py
+	bash scripts/with-services.sh $(BIN)/python bench/signaling.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -104,6 +104,8 @@ def cluster(workdir: Path, database_url: str, redis_url: str, **env: str) -> Ite
         "KONFER_LOG_LEVEL": "WARNING",
         "KONFER_PRESENCE_TTL_SECONDS": "2",
         "KONFER_PUBLIC_URL": "http://127.0.0.1",
+        "KONFER_SFU_ENABLED": "false",
+        "KONFER_SFU_ICE_HOSTS": "127.0.0.1",
         **env,
     }
     c = Cluster(base, workdir)

@@ -12,13 +12,21 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.routing import Match, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
+from konfer.api.authcache import CHANNEL as AUTH_CHANNEL
+from konfer.api.authcache import AuthCache
 from konfer.api.db.engine import create_engine, create_sessionmaker
 from konfer.api.db.migrate import upgrade
 from konfer.api.errors import install_error_handlers
@@ -27,12 +35,16 @@ from konfer.api.middleware import KonferMiddleware
 from konfer.api.routers import (
     admin_users,
     auth,
+    ffmpeg,
+    media,
     meetings,
     my_meetings,
     sessions,
     system,
     users,
+    webrtc,
 )
+from konfer.api.runtime.local import LocalSfuRuntime, MemoryDirectory, RedisDirectory
 from konfer.api.schemas.common import ERROR_RESPONSES
 from konfer.api.services.bootstrap import ensure_admin
 from konfer.api.services.passwords import PasswordHasher
@@ -40,12 +52,21 @@ from konfer.api.signaling import endpoint as signaling_endpoint
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.media import NoMediaRouter
 from konfer.api.signaling.presence import MemoryPresence, Presence, RedisPresence
+from konfer.api.signaling.sfu_router import SfuMediaRouter
 from konfer.api.state import AppState
 from konfer.core.bus import Bus, MemoryBus, RedisBus
 from konfer.core.keys import KeyRing
-from konfer.core.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from konfer.core.ratelimit import (
+    MemoryRateLimiter,
+    MemorySlotLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    RedisSlotLimiter,
+    SlotLimiter,
+)
 from konfer.core.settings import Settings
 from konfer.core.storage import storage_from_settings
+from konfer.core.timeutil import isoformat, utcnow
 from konfer.core.tokens import TokenCodec
 
 log = logging.getLogger(__name__)
@@ -61,28 +82,34 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
     await storage.ensure_ready()
     redis: Redis | None = None
     limiter: RateLimiter
+    slots: SlotLimiter
     presence: Presence
     bus: Bus
     if settings.redis_url:
         redis = Redis.from_url(settings.redis_url, decode_responses=True)
         limiter = RedisRateLimiter(redis)
+        slots = RedisSlotLimiter(redis)
         presence = RedisPresence(redis, settings.presence_ttl_seconds)
         bus = RedisBus(redis)
     else:
         limiter = MemoryRateLimiter()
+        slots = MemorySlotLimiter()
         presence = MemoryPresence(settings.presence_ttl_seconds)
         bus = MemoryBus()
     metrics = ApiMetrics(registry := CollectorRegistry())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
+    auth_cache = AuthCache()
+    auth_cache.bus = bus
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=create_sessionmaker(engine, on_auth_change=auth_cache.invalidate),
         tokens=TokenCodec(keys, settings.token_issuer),
         storage=storage,
         rate_limiter=limiter,
+        upload_slots=slots,
         redis=redis,
         passwords=passwords or PasswordHasher(),
         registry=registry,
@@ -91,11 +118,54 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
         bus=bus,
         replica_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         hub=SignalingHub(bus, presence, NoMediaRouter(), metrics, settings.presence_ttl_seconds),
+        sfu_runtime=None,
+        auth_cache=auth_cache,
     )
+
+
+def attach_sfu(state: AppState) -> None:
+    """SFU mode: each meeting's media goes through a ``konfer sfu`` process."""
+    settings = state.settings
+    directory = RedisDirectory(state.redis) if state.redis is not None else MemoryDirectory()
+
+    async def on_crash(meeting_id: str) -> None:
+        router.forget_meeting(meeting_id)
+        await state.hub.publish(
+            meeting_id,
+            {
+                "type": "media-reconnect",
+                "room_id": meeting_id,
+                "reason": "sfu-restarted",
+                "timestamp": isoformat(utcnow()),
+            },
+        )
+
+    runtime = LocalSfuRuntime(settings, directory, on_crash=on_crash)
+    router = SfuMediaRouter(runtime, state.tokens, settings.media_token_ttl_seconds)
+    state.sfu_runtime = runtime
+    state.hub.media = router
+
+
+async def start_state(state: AppState) -> None:
+    """Route the bus: auth invalidations to the cache, room channels to the hub."""
+    if state.settings.sfu_enabled:
+        attach_sfu(state)
+
+    def dispatch(channel: str, data: str) -> None:
+        if channel == AUTH_CHANNEL:
+            state.auth_cache.on_bus(data)
+        else:
+            state.hub.deliver(channel, data)
+
+    await state.bus.start(dispatch)
+    await state.bus.subscribe(AUTH_CHANNEL)
+    await state.hub.start()
 
 
 async def close_state(state: AppState) -> None:
     await state.hub.stop()
+    if state.sfu_runtime is not None:
+        await state.sfu_runtime.close()
     await state.bus.close()
     if state.redis is not None:
         await state.redis.aclose()
@@ -132,7 +202,7 @@ def create_app(
         state = await build_state(settings, passwords)
         app.state.konfer = state
         app.state.hub = state.hub
-        await state.hub.start()
+        await start_state(state)
         await ensure_admin(state)
         log.info("api ready", extra={"url": settings.resolved_public_url})
         try:
@@ -167,12 +237,64 @@ def create_app(
     app.include_router(system.router)
     app.include_router(signaling_endpoint.router)
     app.include_router(sessions.router, responses=ERROR_RESPONSES)
+    app.include_router(webrtc.router, responses=ERROR_RESPONSES)
     for router in (
         auth.router,
         users.router,
         admin_users.router,
         meetings.router,
         my_meetings.router,
+        media.router,
+        ffmpeg.router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
+    mount_web_client(app)  # keep last: it answers only what no api route does
     return app
+
+
+# --- the browser client (web/) at / -----------------------------------------------------
+
+WEB_DIR = Path(__file__).resolve().parents[3] / "web"
+# Paths that belong to the api: the web client never answers them, so an unknown api path
+# keeps its JSON 404 envelope and a wrong method on an api route keeps its 405.
+_API_PREFIXES = ("/api/", "/ws/", "/admin/", "/health", "/metrics", "/docs", "/redoc")
+_API_PATHS = ("/openapi.json", "/.well-known/jwks.json")
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data: blob: https:; media-src 'self' blob: mediastream:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+
+
+class _WebClient(StaticFiles):
+    """Files of ``web/``; ``index.html`` for client-side routes such as a ``join_url``."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            response = await super().get_response(path, scope)
+        except StarletteHTTPException as exc:
+            last = path.rsplit("/", 1)[-1]
+            if exc.status_code != 404 or "." in last:  # a missing file stays a 404
+                raise
+            response = await super().get_response("index.html", scope)
+        response.headers["Cache-Control"] = "no-cache"  # plain ES modules: revalidate
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if response.media_type == "text/html":
+            response.headers["Content-Security-Policy"] = _CSP
+        return response
+
+
+class _WebMount(Mount):
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or path.startswith(_API_PREFIXES) or path in _API_PATHS:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def mount_web_client(app: FastAPI, directory: Path = WEB_DIR) -> None:
+    """Serve the web client at ``/`` after every api route (absent directory: no client)."""
+    if (directory / "index.html").is_file():
+        app.router.routes.append(
+            _WebMount("/", app=_WebClient(directory=directory, html=True), name="web")
+        )

@@ -72,7 +72,6 @@ def claims_of(request: Request, state: AppState) -> AccessClaims:
     return state.tokens.verify_access(token.strip())
 
 
-
 @dataclass(slots=True)
 class Principal:
     """The caller: their user row and the sign-in session their token belongs to."""

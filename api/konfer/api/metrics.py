@@ -70,3 +70,26 @@ class ApiMetrics:
             ["reason"],
             registry=registry,
         )
+        self.media_uploads = Counter(
+            "konfer_api_media_uploads_total",
+            "Media files stored by /media/upload, by file type",
+            ["file_type"],
+            registry=registry,
+        )
+        self.media_upload_bytes = Counter(
+            "konfer_api_media_upload_bytes_total",
+            "Bytes of media stored by /media/upload",
+            registry=registry,
+        )
+        self.media_downloads = Counter(
+            "konfer_api_media_downloads_total",
+            "Media downloads started, whole files or byte ranges",
+            ["kind"],
+            registry=registry,
+        )
+        self.media_jobs = Counter(
+            "konfer_api_media_jobs_total",
+            "Media processing jobs queued, by kind",
+            ["kind"],
+            registry=registry,
+        )

@@ -213,4 +213,8 @@ def body_limit(st: AppState, path: str) -> int:
     """Bodies are capped per route; upload routes raise their own cap in settings."""
     if path == "/api/v1/users/upload-avatar":
         return st.settings.avatar_max_bytes + 64 * 1024
+    if path == "/api/v1/media/upload":
+        # The largest per-type cap plus room for the other form fields; the upload path
+        # enforces the cap of the type it sniffs while the file streams.
+        return st.settings.media_max_upload_bytes + 64 * 1024
     return st.settings.max_json_body_bytes

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from konfer.api.authcache import AuthCache
 from konfer.api.metrics import ApiMetrics
+from konfer.api.runtime.local import LocalSfuRuntime
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.presence import Presence
@@ -38,3 +39,4 @@ class AppState:
     replica_id: str
     hub: SignalingHub
     auth_cache: AuthCache
+    sfu_runtime: LocalSfuRuntime | None

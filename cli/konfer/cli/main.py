@@ -1,7 +1,9 @@
 """The ``konfer`` command: one entry point for every Konfer process.
 
-``konfer up`` runs the whole platform locally on embedded defaults; ``konfer api`` is the
-production api server; ``konfer migrate`` and ``konfer admin create`` are operator tasks.
+``konfer up`` runs the whole platform locally on embedded defaults (the api, and the media
+job worker as a child process); ``konfer api`` is the production api server; ``konfer
+worker`` runs media processing jobs; ``konfer migrate`` and ``konfer admin create`` are
+operator tasks.
 Component imports happen inside each command so an image only needs its own extra.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -52,15 +55,68 @@ def _serve(settings: Settings) -> None:
     )
 
 
+def _start_worker(settings: Settings, started: list[subprocess.Popen[bytes]]) -> None:
+    """``konfer worker`` as a child process, so media jobs run locally out of the box (a
+    crash inside FFmpeg cannot take the api down with it). It reads the same environment,
+    starts once the api listens (so the api has migrated and printed its address first),
+    and stops when its parent does."""
+    import socket
+    import time
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host  # noqa: S104
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, settings.port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.2)
+    started.append(
+        subprocess.Popen([sys.executable, "-m", "konfer.cli.main", "worker", "--exit-with-parent"])
+    )
+
+
 def cmd_up(args: argparse.Namespace) -> None:
+    import threading
+
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     print(f"Data folder: {settings.data_dir.resolve()}", flush=True)
-    _serve(settings)
+    workers: list[subprocess.Popen[bytes]] = []
+    if not args.no_worker:
+        threading.Thread(target=_start_worker, args=(settings, workers), daemon=True).start()
+    try:
+        _serve(settings)
+    finally:
+        for worker in workers:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 def cmd_api(args: argparse.Namespace) -> None:
     _serve(_settings(args))
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    """Run media jobs until SIGTERM/SIGINT; the running job goes back to the queue."""
+    import signal
+
+    from konfer.api.media.worker import serve
+
+    settings = _settings(args)
+    configure_logging(settings.log_level, json=settings.json_logs)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop, exit_with_parent=args.exit_with_parent)
+
+    asyncio.run(run())
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:
@@ -106,6 +162,33 @@ def cmd_admin_create(args: argparse.Namespace) -> None:
     print(f"admin {args.username} ({asyncio.run(run())}) is ready")
 
 
+def cmd_sfu(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from konfer.sfu import auth
+    from konfer.sfu.server import ServeOptions, run
+
+    settings = _settings(argparse.Namespace())
+    configure_logging(settings.log_level, json=settings.json_logs)
+    if args.jwks_file:
+        path = Path(args.jwks_file)
+        load_keys, reload = (lambda: auth.ring_from_file(path)), True
+    elif args.jwks_url:
+        url = args.jwks_url
+        load_keys, reload = (lambda: auth.ring_from_url(url)), True
+    else:
+        folder = Path(args.keys_dir) if args.keys_dir else settings.resolved_keys_dir
+        load_keys, reload = (lambda: auth.ring_from_keys_dir(folder)), True
+    options = ServeOptions(
+        meeting_id=args.meeting,
+        host=args.host,
+        port=args.port,
+        load_keys=load_keys,
+        reload_keys=reload,
+    )
+    run(settings, options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="konfer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,8 +201,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", help="listen address (KONFER_HOST)")
         p.add_argument("--port", type=int, help="listen port (KONFER_PORT)")
         p.set_defaults(func=func)
+        if name == "up":
+            p.add_argument(
+                "--no-worker", action="store_true", help="do not start the media job worker"
+            )
+
+    worker = sub.add_parser("worker", help="run media processing jobs (konfer.api worker)")
+    worker.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the parent process exits"
+    )
+    worker.set_defaults(func=cmd_worker)
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    sfu = sub.add_parser("sfu", help="run the SFU of one meeting (needs the sfu extra)")
+    sfu.add_argument("--meeting", required=True, help="meeting id (media tokens' grants.room)")
+    sfu.add_argument("--port", type=int, required=True, help="control API port")
+    sfu.add_argument("--host", default="127.0.0.1", help="control API address")
+    keys = sfu.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-file", help="the api's /.well-known/jwks.json, saved")
+    keys.add_argument("--jwks-url", help="the api's /.well-known/jwks.json URL")
+    keys.add_argument("--keys-dir", help="the api's signing-key folder (public halves used)")
+    sfu.set_defaults(func=cmd_sfu)
 
     admin = sub.add_parser("admin", help="administrator tasks")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)

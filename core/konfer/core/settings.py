@@ -142,11 +142,60 @@ class Settings(BaseSettings):
     avatar_max_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Media library (/media/*) and the ffmpeg job worker (`konfer worker`).
+    media_max_video_mb: int = Field(default=1000, gt=0, description="Upload cap for video")
+    media_max_audio_mb: int = Field(default=1000, gt=0, description="Upload cap for audio")
+    media_max_image_mb: int = Field(default=1000, gt=0, description="Upload cap for images")
+    media_max_document_mb: int = Field(default=1000, gt=0, description="Upload cap for documents")
+    media_max_concurrent_uploads: int = Field(
+        default=3, gt=0, description="Uploads one user may have in flight, across replicas"
+    )
+    media_thumbnail_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long /ffmpeg/thumbnail waits for the worker"
+    )
+    worker_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_lease_seconds: float = Field(
+        default=60.0, gt=0, description="A job whose worker stops renewing is retried after this"
+    )
+    worker_max_attempts: int = Field(default=3, ge=1, description="Claims before a job fails")
+    worker_concurrency: int = Field(default=1, ge=1, le=16, description="Jobs per worker process")
+    worker_scratch_dir: Path | None = Field(
+        default=None, description="Scratch space for job inputs/outputs; system temp when unset"
+    )
+
+    # SFU (`konfer sfu`): where media flows, and how much of it.
+    sfu_enabled: bool = Field(
+        default=True, description="Route media through an SFU; false means mesh signaling only"
+    )
+    sfu_idle_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="Stop a meeting's SFU after this long without peers"
+    )
+    sfu_start_timeout_seconds: float = Field(default=30.0, gt=0)
+    sfu_ice_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated local addresses ICE gathers on; all non-loopback if empty",
+    )
+    sfu_announced_ip: str | None = Field(
+        default=None, description="Address put in the SFU's candidates (behind NAT, in a pod)"
+    )
+    sfu_last_n: int = Field(
+        default=9, ge=1, description="Video is forwarded from this many most recent speakers"
+    )
+    sfu_keyframe_min_interval_ms: int = Field(
+        default=500, ge=0, description="At most one keyframe request upstream per track per this"
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("trusted_proxies", "cors_origins", "stun_urls", "turn_urls"):
+            for key in (
+                "trusted_proxies",
+                "cors_origins",
+                "stun_urls",
+                "turn_urls",
+                "sfu_ice_hosts",
+            ):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = [v.strip() for v in value.split(",") if v.strip()]
@@ -185,6 +234,16 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("refusing to start in production: " + "; ".join(problems))
         return self
+
+    def media_max_bytes(self, file_type: str) -> int:
+        """Upload cap in bytes for one media type (video, audio, image, document)."""
+        mb: int = getattr(self, f"media_max_{file_type}_mb")
+        return mb * 1024 * 1024
+
+    @property
+    def media_max_upload_bytes(self) -> int:
+        """The largest per-type cap: what an upload may be before its type is known."""
+        return max(self.media_max_bytes(t) for t in ("video", "audio", "image", "document"))
 
     @property
     def is_production(self) -> bool:

@@ -68,6 +68,8 @@ PageSize = Annotated[int, Query(ge=1, le=100)]
 async def _close_room(state: AppState, meeting_id: uuid.UUID, reason: str) -> None:
     """Tell every socket in the room, on every replica, and take them out of it."""
     room = str(meeting_id)
+    if state.sfu_runtime is not None:
+        await state.sfu_runtime.stop(room)
     await state.hub.publish(
         room,
         {

@@ -252,6 +252,11 @@ async def _join(state: AppState, hub: SignalingHub, conn: Connection, msg: p.Joi
         },
         exclude_session=conn.session_id,
     )
+    try:
+        await hub.media.join(info, meetings.media_grants(meeting, member.role), conn.send)
+    except SignalingError as exc:
+        # Signaling (and mesh media) still works; the client learns why the SFU does not.
+        conn.send(p.error(exc.code, exc.message))
 
 
 def _participant(s: SessionInfo) -> dict[str, Any]:

@@ -110,10 +110,7 @@ class SignalingHub:
     async def disconnected(self, conn: Connection) -> None:
         self.connections.discard(conn)
         self.metrics.ws_connections.set(len(self.connections))
-        if conn.info is not None:
-            with contextlib.suppress(Exception):
-                await self.media.disconnect(conn.info)
-            await self.exit(conn)
+        await self.exit(conn)
 
     async def enter(self, conn: Connection, info: SessionInfo) -> None:
         conn.info = info
@@ -130,6 +127,10 @@ class SignalingHub:
         info, conn.info = conn.info, None
         if info is None:
             return
+        try:
+            await self.media.disconnect(info)
+        except Exception:
+            log.exception("media server did not take the peer's leave")
         members = self.rooms.get(info.meeting_id)
         if members is not None:
             members.discard(conn)

@@ -1,0 +1,1 @@
+"""Where a meeting's SFU runs: local processes (``konfer up``) or Kubernetes objects."""
