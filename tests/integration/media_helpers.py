@@ -12,12 +12,12 @@ from typing import Any
 
 import httpx
 from sqlalchemy import func, select
-from tests.conftest import ApiClient
 
 from konfer.api.db.models import Media, MediaJob
 from konfer.api.media import ops
 from konfer.api.media.worker import Worker
 from konfer.core.storage import LocalStorage, S3Storage
+from tests.conftest import ApiClient
 
 MEDIA = "/api/v1/media"
 FFMPEG = "/api/v1/ffmpeg"

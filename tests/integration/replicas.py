@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,9 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.helpers import free_port
+
 KONFER = str(Path(sys.executable).with_name("konfer"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

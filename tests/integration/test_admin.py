@@ -13,50 +13,17 @@ import jwt
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from tests.conftest import ApiClient
 
-from konfer.api.db.models import AuthSession, User
+from konfer.api.db.models import AuthSession
 from konfer.core.keys import KeyRing, generate_key
 from konfer.core.tokens import TokenCodec
+from tests.conftest import ApiClient
+from tests.helpers import USER_PUBLIC_FIELDS, assert_error, user_row
 
 ADMIN = "/api/v1/admin/users"
-PUBLIC_FIELDS = {
-    "user_id",
-    "username",
-    "email",
-    "nickname",
-    "bio",
-    "avatar_url",
-    "role",
-    "status",
-    "created_at",
-    "updated_at",
-    "last_login_at",
-}
-ERROR_FIELDS = {"code", "message", "details", "request_id", "timestamp"}
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The documented envelope with the expected status and code; returns its body."""
-    assert r.status_code == status, r.text
-    err: dict[str, Any] = r.json()["error"]
-    assert err["code"] == code
-    assert set(err) <= ERROR_FIELDS
-    assert err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    assert err["timestamp"].endswith("Z")
-    return err
-
-
-async def user_row(client: ApiClient, user_id: str) -> dict[str, Any]:
-    """Every column of the user's row, read straight from the database."""
-    async with client.app.state.konfer.sessionmaker() as s:
-        user = await s.get(User, uuid.UUID(user_id))
-        assert user is not None
-        return {c.name: getattr(user, c.name) for c in User.__table__.columns}
 
 
 async def open_sessions(client: ApiClient, user_id: str) -> int:
@@ -196,7 +163,7 @@ async def test_list_users_returns_documented_shape_and_defaults(client: ApiClien
     assert p["pages"] == math.ceil(p["total"] / 20)
     assert 1 <= len(body["users"]) <= 20
     for u in body["users"]:
-        assert set(u) == PUBLIC_FIELDS
+        assert set(u) == USER_PUBLIC_FIELDS
     assert "password" not in str(body)
     assert "argon2" not in str(body)
 
@@ -360,7 +327,7 @@ async def test_get_user_returns_the_public_record(client: ApiClient) -> None:
     r = await client.get(f"{ADMIN}/{user['user_id']}", headers=admin["headers"])
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["user_id"] == user["user_id"]
     assert body["username"] == user["username"]
     assert body["email"] == user["email"]
@@ -408,7 +375,7 @@ async def test_update_user_changes_profile_fields(client: ApiClient) -> None:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["username"] == new_name
     assert body["email"] == f"{new_name.lower()}@example.com"
     assert body["nickname"] == "Renamed"
@@ -681,7 +648,7 @@ async def test_ban_ends_sessions_at_once_and_blocks_login(client: ApiClient) -> 
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["status"] == "banned"
     assert body["user_id"] == user["user_id"]
     row = await user_row(client, user["user_id"])
@@ -809,7 +776,7 @@ async def test_unban_restores_login_but_not_old_sessions(client: ApiClient) -> N
     r = await client.post(f"{ADMIN}/{user['user_id']}/unban", headers=admin["headers"])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["status"] == "active"
     row = await user_row(client, user["user_id"])
     assert row["status"] == "active"

@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 from sqlalchemy import func, select
-from tests.conftest import ApiClient
 
 from konfer.api.db.models import OutboxEmail, User
+from tests.conftest import ApiClient
 
 
 async def count_users(client: ApiClient) -> int:

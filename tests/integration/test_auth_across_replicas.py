@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.conftest import fresh_postgres_url, service_env
 from tests.integration.replicas import KONFER, Cluster, cluster
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,19 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from tests.conftest import SettingsFactory
+from tests.helpers import free_port
 
 KONFER = str(Path(sys.executable).with_name("konfer"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_konfer_up_serves_on_embedded_defaults(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "KONFER_PORT": str(port), "KONFER_DATA_DIR": str(tmp_path / "data")}
     proc = subprocess.Popen(
         [KONFER, "up"],

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.conftest import ApiClient
 
 from konfer.core.keys import KeyRing
+from tests.conftest import ApiClient
 
 
 async def test_unknown_route_uses_error_envelope(client: ApiClient) -> None:

@@ -17,8 +17,14 @@ from typing import Any
 import pytest
 from PIL import Image
 from sqlalchemy import update
+
+from konfer.api.db.models import MediaJob
+from konfer.api.media.worker import Worker
+from konfer.api.services import jobs as job_service
+from konfer.core.settings import Settings
 from tests import media_samples as samples
 from tests.conftest import ApiClient, SettingsFactory
+from tests.helpers import assert_error
 from tests.integration.media_helpers import (
     FFMPEG,
     MEDIA,
@@ -30,12 +36,6 @@ from tests.integration.media_helpers import (
     uploaded,
     wait_job,
 )
-from tests.integration.test_users import assert_error
-
-from konfer.api.db.models import MediaJob
-from konfer.api.media.worker import Worker
-from konfer.api.services import jobs as job_service
-from konfer.core.settings import Settings
 
 KONFER = str(Path(sys.executable).with_name("konfer"))
 

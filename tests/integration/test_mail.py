@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from email import message_from_bytes
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
-from tests.conftest import SettingsFactory
 
 from konfer.api.db.models import OutboxEmail
+from tests.conftest import SettingsFactory
+from tests.helpers import free_port
 
 
 class Inbox:
@@ -23,17 +23,11 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_reset_link_is_delivered_by_smtp_and_not_kept(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -68,7 +62,7 @@ async def test_smtp_down_keeps_the_mail_in_the_outbox(
     make_settings: SettingsFactory, open_client: Any
 ) -> None:
     settings = make_settings(
-        "sqlite", smtp_host="127.0.0.1", smtp_port=_free_port(), smtp_starttls=False
+        "sqlite", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_starttls=False
     )
     async with open_client(settings) as c:
         user = await c.signup()

@@ -13,8 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+
+from konfer.core.ratelimit import MemorySlotLimiter, RedisSlotLimiter
 from tests import media_samples as samples
 from tests.conftest import ApiClient, SettingsFactory
+from tests.helpers import assert_error
 from tests.integration.media_helpers import (
     MEDIA,
     MIME,
@@ -25,9 +28,6 @@ from tests.integration.media_helpers import (
     upload,
     uploaded,
 )
-from tests.integration.test_users import assert_error
-
-from konfer.core.ratelimit import MemorySlotLimiter, RedisSlotLimiter
 
 # --- uploads ---------------------------------------------------------------------------
 

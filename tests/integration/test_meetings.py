@@ -23,16 +23,17 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from starlette.websockets import WebSocket
-from tests.conftest import ApiClient, SettingsFactory
 
 from konfer.api.db.models import ChatMessage, Meeting, Participant
 from konfer.api.signaling.hub import Connection
 from konfer.api.signaling.presence import SessionInfo
 from konfer.core.timeutil import isoformat, utcnow
+from tests.conftest import ApiClient, SettingsFactory
+from tests.helpers import assert_error, same_error
 
 MEETINGS = "/api/v1/meetings"
 MY = "/api/v1/my/meetings"
-PUBLIC_FIELDS = {
+USER_PUBLIC_FIELDS = {
     "meeting_id",
     "title",
     "description",
@@ -85,36 +86,10 @@ MESSAGE_FIELDS = {
     "message",
     "created_at",
 }
-ERROR_FIELDS = {"code", "message", "details", "request_id", "timestamp"}
 User = dict[str, Any]
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The documented envelope with the expected status and code; returns its body."""
-    assert r.status_code == status, r.text
-    err: dict[str, Any] = r.json()["error"]
-    assert err["code"] == code
-    assert set(err) <= ERROR_FIELDS
-    assert err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    assert err["timestamp"].endswith("Z")
-    return err
-
-
-def same_error(a: httpx.Response, b: httpx.Response) -> bool:
-    """Two answers that tell a caller exactly the same thing."""
-
-    def strip(r: httpx.Response) -> dict[str, Any]:
-        err = dict(r.json()["error"])
-        err.pop("request_id")
-        err.pop("timestamp")
-        err["message"] = err["message"].replace(r.url.path.split("/")[4], "<id>")
-        return err
-
-    return a.status_code == b.status_code and strip(a) == strip(b)
 
 
 def at(**delta: float) -> str:
@@ -305,7 +280,7 @@ async def test_create_returns_the_documented_shape_and_makes_the_creator_host(
     )
     assert r.status_code == 201, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     uuid.UUID(body["meeting_id"])
     assert body["title"] == "Team Standup"
     assert body["description"] == "Daily standup meeting"
@@ -585,7 +560,7 @@ async def test_strangers_get_the_same_404_as_for_a_missing_meeting_and_nothing_c
         assert "Team Standup" not in r.text
         method, path, kw = routes(missing, host["user_id"])[i]
         other = await client.request(method, path, headers=stranger["headers"], **kw)
-        assert same_error(r, other), (r.text, other.text)
+        assert same_error(r, other, id_segment=4), (r.text, other.text)
     assert await snapshot(client, mid) == before
     listing = (await client.get(MEETINGS, headers=stranger["headers"])).json()
     assert listing["meetings"] == []
@@ -779,7 +754,7 @@ async def test_update_changes_only_the_fields_given(client: ApiClient) -> None:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["title"] == "Updated Team Standup"
     assert body["duration"] == 45
     assert body["description"] == "keep me"
@@ -1628,7 +1603,7 @@ async def test_list_shows_only_meetings_the_caller_belongs_to(client: ApiClient)
     ]
     assert body["pagination"] == {"page": 1, "page_size": 20, "total": 3, "pages": 1}
     for m in body["meetings"]:
-        assert set(m) == PUBLIC_FIELDS
+        assert set(m) == USER_PUBLIC_FIELDS
 
 
 async def test_list_filters_by_status_time_search_and_creator(client: ApiClient) -> None:

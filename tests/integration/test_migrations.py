@@ -9,11 +9,11 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
-from tests.conftest import SettingsFactory
 
 from konfer.api.db.base import Base
 from konfer.api.db.engine import create_engine
 from konfer.api.db.migrate import upgrade
+from tests.conftest import SettingsFactory
 
 
 def _diff(conn: Connection) -> list[object]:

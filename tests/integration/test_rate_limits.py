@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import SettingsFactory, service_env
-
 from konfer.core.settings import RateLimit
+from tests.conftest import SettingsFactory, service_env
 
 TIGHT = {
     "auth": RateLimit(per_minute=6, burst=3),

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from tests.integration.sfu_peers import (
     Keys,
     Participant,

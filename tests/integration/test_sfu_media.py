@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from tests.integration.sfu_peers import (
     Keys,
     Participant,

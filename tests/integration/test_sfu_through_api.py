@@ -22,6 +22,8 @@ import pytest
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from websockets.asyncio.client import ClientConnection
+
 from tests.conftest import fresh_postgres_url, service_env
 from tests.integration.replicas import Cluster, Replica, cluster, connect, recv_type
 from tests.integration.sfu_peers import (
@@ -33,7 +35,6 @@ from tests.integration.sfu_peers import (
     new_pc,
 )
 from tests.integration.test_signaling import meeting, rest_join, signup
-from websockets.asyncio.client import ClientConnection
 
 
 @pytest.fixture(scope="module")

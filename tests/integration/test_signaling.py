@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
+
 from tests.conftest import fresh_postgres_url, service_env
 from tests.integration.replicas import Cluster, Replica, cluster, connect, recv_type
-from websockets.asyncio.client import ClientConnection
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.conftest import service_env
 
 from konfer.core.settings import Settings
 from konfer.core.storage import LocalStorage, S3Storage, Storage
+from tests.conftest import service_env
 
 
 @pytest.fixture(params=["minio", "local"])

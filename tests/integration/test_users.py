@@ -16,63 +16,18 @@ import jwt
 import pytest
 from PIL import Image
 from sqlalchemy import select
-from tests.conftest import ApiClient, SettingsFactory
 
-from konfer.api.db.models import AuthSession, OutboxEmail, User
+from konfer.api.db.models import AuthSession, OutboxEmail
 from konfer.core.keys import KeyRing, SigningKey, generate_key
 from konfer.core.storage import LocalStorage, S3Storage
 from konfer.core.tokens import TokenCodec
+from tests.conftest import ApiClient, SettingsFactory
+from tests.helpers import USER_PUBLIC_FIELDS, assert_error, same_error, user_row
 
 USERS = "/api/v1/users"
-PUBLIC_FIELDS = {
-    "user_id",
-    "username",
-    "email",
-    "nickname",
-    "bio",
-    "avatar_url",
-    "role",
-    "status",
-    "created_at",
-    "updated_at",
-    "last_login_at",
-}
-ERROR_FIELDS = {"code", "message", "details", "request_id", "timestamp"}
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The documented envelope with the expected status and code; returns its body."""
-    assert r.status_code == status, r.text
-    err: dict[str, Any] = r.json()["error"]
-    assert err["code"] == code
-    assert set(err) <= ERROR_FIELDS
-    assert err["message"]
-    assert err["request_id"] == r.headers["x-request-id"]
-    assert err["timestamp"].endswith("Z")
-    return err
-
-
-def same_error(a: httpx.Response, b: httpx.Response) -> bool:
-    """Two answers that tell a caller exactly the same thing."""
-
-    def strip(r: httpx.Response) -> dict[str, Any]:
-        err = dict(r.json()["error"])
-        err.pop("request_id")
-        err.pop("timestamp")
-        return err
-
-    return a.status_code == b.status_code and strip(a) == strip(b)
-
-
-async def user_row(client: ApiClient, user_id: str) -> dict[str, Any]:
-    """Every column of the user's row, read straight from the database."""
-    async with client.app.state.konfer.sessionmaker() as s:
-        user = await s.get(User, uuid.UUID(user_id))
-        assert user is not None
-        return {c.name: getattr(user, c.name) for c in User.__table__.columns}
 
 
 async def session_rows(client: ApiClient, user_id: str) -> list[tuple[Any, ...]]:
@@ -332,7 +287,7 @@ async def test_me_and_profile_return_the_callers_public_record(
     r = await client.get(USERS + path, headers=user["headers"])
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["user_id"] == user["user_id"]
     assert body["username"] == user["username"]
     assert body["email"] == user["email"]
@@ -361,7 +316,7 @@ async def test_update_profile_changes_fields_and_persists(client: ApiClient) -> 
     r = await client.put(f"{USERS}/profile", json=changes, headers=user["headers"])
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == PUBLIC_FIELDS
+    assert set(body) == USER_PUBLIC_FIELDS
     assert body["username"] == new_name
     assert body["email"] == f"{new_name.lower()}@example.com"
     assert body["nickname"] == "Ada"
@@ -544,7 +499,7 @@ async def test_get_user_by_id_returns_own_record(client: ApiClient) -> None:
     assert r.status_code == 200
     me = await client.get(f"{USERS}/me", headers=user["headers"])
     assert r.json() == me.json()
-    assert set(r.json()) == PUBLIC_FIELDS
+    assert set(r.json()) == USER_PUBLIC_FIELDS
 
 
 async def test_put_user_by_id_updates_own_record(client: ApiClient) -> None:
@@ -553,7 +508,7 @@ async def test_put_user_by_id_updates_own_record(client: ApiClient) -> None:
         f"{USERS}/{user['user_id']}", json={"bio": "mine"}, headers=user["headers"]
     )
     assert r.status_code == 200, r.text
-    assert set(r.json()) == PUBLIC_FIELDS
+    assert set(r.json()) == USER_PUBLIC_FIELDS
     assert r.json()["bio"] == "mine"
     assert (await user_row(client, user["user_id"]))["bio"] == "mine"
 
@@ -587,7 +542,7 @@ async def test_admin_can_read_and_update_any_user_through_user_routes(client: Ap
     r = await client.get(f"{USERS}/{user['user_id']}", headers=admin["headers"])
     assert r.status_code == 200
     assert r.json()["username"] == user["username"]
-    assert set(r.json()) == PUBLIC_FIELDS
+    assert set(r.json()) == USER_PUBLIC_FIELDS
 
     r = await client.put(
         f"{USERS}/{user['user_id']}",
