@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tests import media_samples as samples
 
 from konfer.api.media import ops
 from konfer.api.media.formats import sniff
 from konfer.api.schemas.media import parse_bitrate, parse_resolution
 from konfer.api.services.media import clean_filename, content_disposition, parse_range
 from konfer.core.errors import RangeNotSatisfiable
+from tests import media_samples as samples
 
 
 @pytest.mark.parametrize(
