@@ -96,7 +96,7 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
         slots = MemorySlotLimiter()
         presence = MemoryPresence(settings.presence_ttl_seconds)
         bus = MemoryBus()
-    metrics = ApiMetrics(registry := CollectorRegistry())
+    metrics = ApiMetrics(registry := CollectorRegistry(), settings.service_name)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
@@ -234,16 +234,17 @@ def create_app(
             ],
         )
     _document_validation_as_400(app)
+    # Routes are matched in order: the busiest routers come first.
+    app.include_router(users.router, responses=ERROR_RESPONSES)
+    app.include_router(meetings.router, responses=ERROR_RESPONSES)
     app.include_router(system.router)
     app.include_router(signaling_endpoint.router)
-    app.include_router(sessions.router, responses=ERROR_RESPONSES)
-    app.include_router(webrtc.router, responses=ERROR_RESPONSES)
     for router in (
         auth.router,
-        users.router,
-        admin_users.router,
-        meetings.router,
         my_meetings.router,
+        sessions.router,
+        webrtc.router,
+        admin_users.router,
         media.router,
         ffmpeg.router,
     ):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+
+from sqlalchemy.orm import make_transient_to_detached
 
 from konfer.api.db.models import User
 from konfer.core.bus import Bus
@@ -25,10 +26,11 @@ class AuthCache:
         self.ttl = ttl
         self.max_entries = max_entries
         self.bus: Bus | None = None
-        self._entries: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, dict[str, Any]]] = {}
+        self._entries: dict[tuple[uuid.UUID, uuid.UUID], tuple[float, User]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def get(self, user_id: uuid.UUID, session_id: uuid.UUID) -> dict[str, Any] | None:
+    def get(self, user_id: uuid.UUID, session_id: uuid.UUID) -> User | None:
+        """A detached snapshot of the user; shared between requests, so read-only."""
         entry = self._entries.get((user_id, session_id))
         if entry is None or entry[0] < time.monotonic():
             return None
@@ -37,8 +39,9 @@ class AuthCache:
     def put(self, user: User, session_id: uuid.UUID) -> None:
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
-        row = {name: getattr(user, name) for name in _COLUMNS}
-        self._entries[(user.id, session_id)] = (time.monotonic() + self.ttl, row)
+        snapshot = User(**{name: getattr(user, name) for name in _COLUMNS})
+        make_transient_to_detached(snapshot)
+        self._entries[(user.id, session_id)] = (time.monotonic() + self.ttl, snapshot)
 
     def forget(self, user_ids: set[uuid.UUID]) -> None:
         if user_ids:

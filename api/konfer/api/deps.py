@@ -14,7 +14,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from konfer.api.authcache import AuthCache
 from konfer.api.db.models import (
@@ -88,12 +87,11 @@ async def load_principal(
     session: AsyncSession, claims: AccessClaims, cache: AuthCache | None = None
 ) -> Principal:
     """The user behind verified claims, if their session and account are still good."""
-    if cache is not None and (row_data := cache.get(claims.user_id, claims.session_id)):
-        # Known good and unchanged since: attach a copy without asking the database.
-        cached = User(**row_data)
-        make_transient_to_detached(cached)
-        session.add(cached)
-        return Principal(user=cached, session_id=claims.session_id)
+    if cache is not None:
+        known = cache.get(claims.user_id, claims.session_id)
+        if known is not None:
+            # Known good and unchanged since: a shared read-only snapshot, no database.
+            return Principal(user=known, session_id=claims.session_id)
     row = (
         await session.execute(
             select(User, AuthSession.revoked_at)
@@ -111,10 +109,17 @@ async def load_principal(
     return Principal(user=user, session_id=claims.session_id)
 
 
-async def current_principal(request: Request, session: SessionDep) -> Principal:
-    # Deliberately few sub-dependencies: every authenticated request resolves this.
+async def current_principal(request: Request) -> Principal:
+    """Resolved on every authenticated request, so it asks for nothing it can avoid: no
+    sub-dependencies, and a database session only when the cache does not know the
+    caller (the row it loads is detached afterwards; ``SessionUser`` re-attaches it)."""
     state: AppState = request.app.state.konfer
-    return await load_principal(session, claims_of(request, state), state.auth_cache)
+    claims = claims_of(request, state)
+    known = state.auth_cache.get(claims.user_id, claims.session_id)
+    if known is not None:
+        return Principal(user=known, session_id=claims.session_id)
+    async with state.sessionmaker() as session:
+        return await load_principal(session, claims, state.auth_cache)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
@@ -125,6 +130,22 @@ async def current_user(principal: CurrentPrincipal) -> User:
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
+"""The caller, possibly a cached snapshot: read it, never change it (see ``SessionUser``)."""
+
+
+async def attach(session: AsyncSession, user: User) -> User:
+    """The user attached to this session (a cached snapshot is copied in, unqueried)."""
+    if user in session:
+        return user
+    return await session.merge(user, load=False)
+
+
+async def session_user(principal: CurrentPrincipal, session: SessionDep) -> User:
+    """The caller's row attached to this request's session, for routes that change it."""
+    return await attach(session, principal.user)
+
+
+SessionUser = Annotated[User, Depends(session_user)]
 
 
 async def admin_user(principal: CurrentPrincipal) -> User:

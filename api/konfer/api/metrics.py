@@ -6,12 +6,17 @@ dashboards and the shipped alert rules work unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class ApiMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, service: str = "konfer-api") -> None:
         self.registry = registry
+        self.service = service
+        # Labelled children, looked up once per (route, method, status) instead of per request.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "http_requests_total",
             "Total number of HTTP requests",
@@ -93,3 +98,14 @@ class ApiMetrics:
             ["kind"],
             registry=registry,
         )
+
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(endpoint, method, self.service, str(status)),
+                self.latency.labels(endpoint, method, self.service),
+            )
+        children[0].inc()
+        children[1].observe(seconds)

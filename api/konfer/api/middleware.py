@@ -190,9 +190,7 @@ class KonferMiddleware:
         route = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "WS")
-        service = st.settings.service_name
-        st.metrics.requests.labels(endpoint, method, service, str(status)).inc()
-        st.metrics.latency.labels(endpoint, method, service).observe(elapsed)
+        st.metrics.observe_request(endpoint, method, status, elapsed)
         if log.isEnabledFor(logging.INFO):
             claims = scope.get("state", {}).get("access_claims")
             log.info(

@@ -9,7 +9,14 @@ from fastapi import APIRouter, File, Response, UploadFile, status
 from fastapi.responses import StreamingResponse
 
 from konfer.api.db.models import User
-from konfer.api.deps import CurrentPrincipal, CurrentUser, SessionDep, StateDep
+from konfer.api.deps import (
+    CurrentPrincipal,
+    CurrentUser,
+    SessionDep,
+    SessionUser,
+    StateDep,
+    attach,
+)
 from konfer.api.schemas.auth import ChangePasswordRequest
 from konfer.api.schemas.common import Message
 from konfer.api.schemas.users import (
@@ -26,24 +33,43 @@ from konfer.core.timeutil import isoformat, utcnow
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
 
+def _public_response(user: User) -> Response:
+    """The user's public JSON from trusted database values, without a validation pass."""
+    model = UserPublic.model_construct(
+        user_id=user.id,
+        username=user.username,
+        email=user.email,
+        nickname=user.nickname,
+        bio=user.bio,
+        avatar_url=user.avatar_url,
+        role=user.role,
+        status=user.status,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        last_login_at=user.last_login_at,
+    )
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 @router.get("/health", include_in_schema=True, tags=["health"])
 async def health() -> dict[str, str]:
     return {"service": "user-service", "status": "ok", "time": isoformat(utcnow())}
 
 
 @router.get("/me", response_model=UserPublic)
-async def me(user: CurrentUser) -> UserPublic:
-    return users.public(user)
+async def me(user: CurrentUser) -> Response:
+    # The hottest authenticated read: serialised once here, not re-validated by FastAPI.
+    return _public_response(user)
 
 
 @router.get("/profile", response_model=UserPublic)
-async def get_profile(user: CurrentUser) -> UserPublic:
-    return users.public(user)
+async def get_profile(user: CurrentUser) -> Response:
+    return _public_response(user)
 
 
 @router.put("/profile", response_model=UserPublic)
 async def update_profile(
-    body: UserUpdate, user: CurrentUser, session: SessionDep, state: StateDep
+    body: UserUpdate, user: SessionUser, session: SessionDep, state: StateDep
 ) -> UserPublic:
     return users.public(await users.update_profile(session, state.storage, user, body))
 
@@ -58,7 +84,7 @@ async def change_password(
     await auth.change_password(
         session,
         state.passwords,
-        principal.user,
+        await attach(session, principal.user),
         principal.session_id,
         current_password=body.current_password,
         new_password=body.new_password,
@@ -68,7 +94,7 @@ async def change_password(
 
 @router.post("/upload-avatar", response_model=AvatarUploaded)
 async def upload_avatar(
-    user: CurrentUser,
+    user: SessionUser,
     session: SessionDep,
     state: StateDep,
     avatar: Annotated[UploadFile | None, File(description="PNG, JPEG, GIF or WebP")] = None,
@@ -87,7 +113,7 @@ async def upload_avatar(
 
 @router.delete("/account", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_account(
-    body: DeleteAccount, user: CurrentUser, session: SessionDep, state: StateDep
+    body: DeleteAccount, user: SessionUser, session: SessionDep, state: StateDep
 ) -> Response:
     await users.delete_own_account(session, state.storage, state.passwords, user, body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -135,7 +161,8 @@ async def update_user(
 ) -> UserPublic:
     _self_or_admin(caller, user_id)
     if caller.id == user_id:
-        return users.public(await users.update_profile(session, state.storage, caller, body))
+        me = await attach(session, caller)
+        return users.public(await users.update_profile(session, state.storage, me, body))
     target = await users.get_user(session, user_id)
     changes = AdminUserUpdate(**body.model_dump(exclude_unset=True))
     return users.public(await users.admin_update(session, state.storage, caller, target, changes))
