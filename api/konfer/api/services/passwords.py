@@ -1,7 +1,7 @@
 """Argon2id password hashing, off the event loop.
 
-Hashing costs tens of milliseconds of CPU by design; it runs in a worker thread so one
-login never stalls every other request on the replica.
+Hashing costs about 0.2 s of CPU by design (see docs/benchmarks.md); it runs in a worker
+thread so one login never stalls every other request on the replica.
 """
 
 from __future__ import annotations
