@@ -605,7 +605,7 @@ and round; {report.rounds} rounds
 - "api floor" is a diagnostic row, not a target: an api route with no dependency and no
   database (`/api/v1/users/health`), i.e. the api's middleware, metrics and error handling
   on top of FastAPI. The gap between it and `/users/me` is the token check, the dependency
-  chain and the database round trips.
+  chain and, when the sign-in cache misses, one database round trip.
 
 ### Results
 
