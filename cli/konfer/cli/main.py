@@ -48,6 +48,9 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        # Signaling messages are small and many: compressing each costs more CPU than the
+        # bytes it saves, and doubles a socket's memory (docs/benchmarks.md, Signaling).
+        ws_per_message_deflate=False,
         proxy_headers=True,
         forwarded_allow_ips=",".join(settings.trusted_proxies),
         log_config=None,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import ipaddress
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,7 @@ SOURCE_FINGERPRINTS: dict[str, str] = {
     "aioice.ice.Connection.sendto": "bf162ec03bdce2cc",
     "aioice.ice.Connection.gather_candidates": "d33db28d4d1e49ff",
     "aioice.ice.StunProtocol.send_data": "8bfbce074a897482",
+    "aioice.ice.Connection.request_received": "dcdc9a3862c1a0b4",
 }
 
 #: Instance attributes (name-mangled where private) read or written on live objects.
@@ -152,6 +154,7 @@ def set_ice_hosts(hosts: list[str] | None) -> None:
     """
     if not hosts:
         aioice.ice.get_host_addresses = _original_get_host_addresses
+        aioice.ice.Connection.request_received = _original_request_received  # type: ignore[method-assign]
         return
     chosen = list(hosts)
 
@@ -159,6 +162,24 @@ def set_ice_hosts(hosts: list[str] | None) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = get_host_addresses
+    if all(ipaddress.ip_address(a).is_loopback for a in chosen):
+        # A loopback-only SFU must also answer only loopback peers: a browser may send
+        # checks to our 127.0.0.1 candidate from the machine's own interface address, and
+        # answering would send media to that address (peer-reflexive candidates).
+        aioice.ice.Connection.request_received = _loopback_request_received  # type: ignore[method-assign]
+    else:
+        aioice.ice.Connection.request_received = _original_request_received  # type: ignore[method-assign]
+
+
+_original_request_received = aioice.ice.Connection.request_received
+
+
+def _loopback_request_received(
+    self: aioice.ice.Connection, message: Any, addr: tuple[str, int], protocol: Any
+) -> None:
+    if not ipaddress.ip_address(addr[0]).is_loopback:
+        return
+    _original_request_received(self, message, addr, protocol)
 
 
 # --- codec guard ----------------------------------------------------------------------

@@ -284,7 +284,7 @@ async def post_message(
     """
     user = access.user
     row = await meetings.post_message(
-        session, access.meeting, access.participant, user, body.message
+        session, access.meeting, access.participant, user.id, body.message
     )
     try:
         await state.hub.publish(

@@ -762,7 +762,11 @@ async def list_messages(
 
 
 async def post_message(
-    session: AsyncSession, meeting: Meeting, participant: Participant | None, user: User, text: str
+    session: AsyncSession,
+    meeting: Meeting,
+    participant: Participant | None,
+    user_id: uuid.UUID,
+    text: str,
 ) -> ChatMessage:
     """Only people in the meeting right now (joined, not left) may talk, and only if chat is
     on."""
@@ -771,8 +775,7 @@ async def post_message(
         raise InsufficientPermissions("Chat is disabled in this meeting")
     if participant is None or participant.joined_at is None or participant.left_at is not None:
         raise InsufficientPermissions("Join the meeting to send messages")
-    row = ChatMessage(meeting_id=meeting.id, user_id=user.id, message=text)
+    row = ChatMessage(meeting_id=meeting.id, user_id=user_id, message=text, created_at=utcnow())
     session.add(row)
-    await session.commit()
-    await session.refresh(row)
+    await session.commit()  # every column is set here: no refresh round trip
     return row

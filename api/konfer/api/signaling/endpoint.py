@@ -17,7 +17,7 @@ from fastapi import APIRouter, WebSocket
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from konfer.api.db.models import Meeting, MeetingStatus, Participant, User
+from konfer.api.db.models import Meeting, MeetingStatus, Participant
 from konfer.api.deps import load_principal
 from konfer.api.services import meetings
 from konfer.api.signaling import protocol as p
@@ -276,7 +276,10 @@ async def _relay(
     info: SessionInfo,
     msg: p.Offer | p.Answer | p.IceCandidate,
 ) -> None:
-    body = msg.model_dump(mode="json", exclude={"room_id"})
+    skip = {"room_id"}
+    if isinstance(msg, p.Offer) and msg.track_sources is None:
+        skip.add("track_sources")
+    body = msg.model_dump(mode="json", exclude=skip)
     body.update(room_id=info.meeting_id, from_user_id=conn.user_id, timestamp=p.now())
     target = msg.target_user_id
     if target is None or target == "sfu":
@@ -295,19 +298,22 @@ async def _chat(
     """Store through the same service as ``POST /meetings/{id}/messages``, then fan out."""
     meeting_id, user_id = uuid.UUID(info.meeting_id), uuid.UUID(conn.user_id)
     async with state.sessionmaker() as session:
-        meeting = await session.get(Meeting, meeting_id)
-        user = await session.get(User, user_id)
-        if meeting is None or user is None:
-            raise SignalingError("INVALID_ROOM", "Meeting room does not exist")
-        member = (
+        # One query for the meeting and the sender's membership; then the INSERT.
+        found = (
             await session.execute(
-                select(Participant).where(
-                    Participant.meeting_id == meeting_id, Participant.user_id == user_id
+                select(Meeting, Participant)
+                .outerjoin(
+                    Participant,
+                    (Participant.meeting_id == Meeting.id) & (Participant.user_id == user_id),
                 )
+                .where(Meeting.id == meeting_id)
             )
-        ).scalar_one_or_none()
+        ).first()
+        if found is None:
+            raise SignalingError("INVALID_ROOM", "Meeting room does not exist")
+        meeting, member = found
         try:
-            row = await meetings.post_message(session, meeting, member, user, text)
+            row = await meetings.post_message(session, meeting, member, user_id, text)
         except MeetingEnded as exc:
             raise SignalingError("INVALID_ROOM", exc.message) from exc
         except KonferError as exc:

@@ -64,6 +64,14 @@ class _Relay(_Client):
 
 class Offer(_Relay):
     type: Literal["offer"]
+    # Which published track is camera, microphone or screen share (by track id or mid).
+    track_sources: (
+        dict[
+            Annotated[str, Field(max_length=128)],
+            Literal["camera", "microphone", "screen_share"],
+        ]
+        | None
+    ) = None
     sdp: SessionDescription | Annotated[str, Field(max_length=60_000)]
 
 
