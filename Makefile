@@ -41,6 +41,8 @@ bench: $(STAMP)
 	bash scripts/install-test-deps.sh
 	bash scripts/with-services.sh $(BIN)/python bench/api.py
 	bash scripts/with-services.sh $(BIN)/python bench/signaling.py
+	$(BIN)/python bench/sfu.py
+	bash scripts/with-services.sh $(BIN)/python bench/browser.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

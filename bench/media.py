@@ -43,9 +43,8 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import media_samples
-
 from konfer.api.media import ops
+from tests import media_samples
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent

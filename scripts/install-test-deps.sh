@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Python packages: PostgreSQL and Redis from
-# Debian, and a MinIO server built from the Go module proxy into ~/.cache/konfer (once per
+# Installs what the test suite needs beyond Python packages: PostgreSQL, Redis and Chromium
+# from Debian, and a MinIO server built from the Go module proxy into ~/.cache/konfer (once per
 # pinned version). Safe to run again: it only does what is missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +11,9 @@ cache="${KONFER_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/konfer}"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+# Browser tests (tests/e2e) drive Debian's Chromium through Playwright; Playwright's own
+# browser download (`playwright install`) is never used.
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium fonts-dejavu-core)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   echo "installing Debian packages: ${need_apt[*]}"
