@@ -107,6 +107,10 @@ SENDER_ATTRIBUTES = (
 
 
 def _fingerprint(qualname: str) -> str:
+    if qualname in _PATCHED_GLOBALLY:  # fingerprint what aioice shipped, not our wrapper
+        return hashlib.sha256(inspect.getsource(_PATCHED_GLOBALLY[qualname]).encode()).hexdigest()[
+            :16
+        ]
     module_name = qualname.partition(".")[0]
     obj: Any = __import__(module_name)
     for part in qualname.split(".")[1:]:
@@ -172,6 +176,9 @@ def set_ice_hosts(hosts: list[str] | None) -> None:
 
 
 _original_request_received = aioice.ice.Connection.request_received
+_PATCHED_GLOBALLY: dict[str, Any] = {
+    "aioice.ice.Connection.request_received": _original_request_received,
+}
 
 
 def _loopback_request_received(
