@@ -30,6 +30,7 @@ from aiortc import (
     RTCSessionDescription,
     sdp,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
@@ -522,6 +523,10 @@ class Room:
                 return
             try:
                 await pc.setLocalDescription(await pc.createOffer())
+            except InvalidStateError:
+                # The client went away without leaving: aiortc is closing the connection
+                # while it still reads "connected". Nothing to offer to.
+                return
             except Exception:
                 if not (peer.closed or self._closing):
                     log.exception("subscriber offer failed", extra={"peer_id": peer.peer_id})
@@ -836,8 +841,6 @@ def _parse_sdp(text: str) -> sdp.SessionDescription:
 
 
 def _sdp_error(exc: Exception) -> Exception:
-    from aiortc.exceptions import InvalidStateError
-
     if isinstance(exc, InvalidStateError):
         return NegotiationConflict(str(exc))
     if isinstance(exc, InvalidSdp | NegotiationConflict):
