@@ -173,6 +173,10 @@ def cmd_sfu(args: argparse.Namespace) -> None:
 
     settings = _settings(argparse.Namespace())
     configure_logging(settings.log_level, json=settings.json_logs)
+    if args.exit_with_parent:
+        from konfer.core.process import die_with_parent
+
+        die_with_parent()
     if args.jwks_file:
         path = Path(args.jwks_file)
         load_keys, reload = (lambda: auth.ring_from_file(path)), True
@@ -225,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--jwks-file", help="the api's /.well-known/jwks.json, saved")
     keys.add_argument("--jwks-url", help="the api's /.well-known/jwks.json URL")
     keys.add_argument("--keys-dir", help="the api's signing-key folder (public halves used)")
+    sfu.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process exits"
+    )
     sfu.set_defaults(func=cmd_sfu)
 
     admin = sub.add_parser("admin", help="administrator tasks")

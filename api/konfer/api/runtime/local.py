@@ -149,6 +149,7 @@ class LocalSfuRuntime:
             str(port),
             "--keys-dir",
             keys_dir,
+            "--exit-with-parent",
             env=os.environ.copy(),
             stdin=asyncio.subprocess.DEVNULL,
         )
