@@ -28,14 +28,11 @@ import json
 import math
 import os
 import platform
-import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -46,16 +43,21 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from konfer.api.services.passwords import (
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python bench/api.py` puts bench/, not the root, first
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import DOC, fresh_postgres_url, require_env, write_section  # noqa: E402
+
+from konfer.api.services.passwords import (  # noqa: E402
     ARGON2_MEMORY_KIB,
     ARGON2_PARALLELISM,
     ARGON2_TIME_COST,
     PasswordHasher,
 )
+from tests.helpers import free_port  # noqa: E402
 
 HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## API"
 
 READ_CONCURRENCY = 32
@@ -225,30 +227,6 @@ def run_load_process(spec_json: str) -> None:
 
 
 # -- servers -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def require_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"bench: {name} is not set; run through `make bench` (scripts/with-services.sh)")
-    return value
-
-
-def fresh_postgres_url() -> str:
-    """A new empty database on the test server, as tests/conftest.py makes them."""
-    admin = require_env("KONFER_TEST_PG_ADMIN_URL")
-    base = require_env("KONFER_TEST_DATABASE_URL")
-    name = f"konfer_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return base.rsplit("/", 1)[0] + f"/{name}"
 
 
 def postgres_version() -> str:
@@ -628,25 +606,6 @@ its throughput is bounded by CPU, not by the framework.
 """
 
 
-def write_doc(text: str) -> None:
-    """Replace the "## API" section of docs/benchmarks.md, keeping every other section."""
-    if not DOC.exists():
-        header = (
-            "# Benchmarks\n\nMeasured performance of Konfer, one section per component; "
-            "each section is rewritten by the benchmark that produces it.\n\n"
-        )
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(header + text)
-        return
-    current = DOC.read_text()
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOC.write_text(updated)
-
-
 # -- main --------------------------------------------------------------------------------
 
 
@@ -706,7 +665,7 @@ def benchmark(rounds: int, warmup_s: float, duration_s: float, write: bool) -> N
     print()
     print(verdict(report))
     if write:
-        write_doc(section(report))
+        write_section(SECTION, section(report))
         print(f"\nwrote {DOC.relative_to(ROOT)}", file=sys.stderr)
 
 

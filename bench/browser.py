@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/browser.py` puts bench/, not the root, first
     sys.path.insert(0, str(ROOT))
 
+from bench.common import fresh_postgres_url, write_section  # noqa: E402
 from playwright.async_api import async_playwright  # noqa: E402
 
-from tests.conftest import fresh_postgres_url  # noqa: E402
 from tests.e2e.browser import (  # noqa: E402
     CHROMIUM,
     Person,
@@ -69,7 +69,6 @@ from tests.e2e.browser import (  # noqa: E402
 )
 from tests.integration.replicas import cluster  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Browser"
 TARGET_FIRST_FRAME_MS = 1500.0
 MARKS = ("join-answered", "joined", "first-remote-track", "first-remote-frame")
@@ -339,17 +338,6 @@ with a non-loopback local address carry packets addressed to 127.0.0.1 that stay
 """
 
 
-def write_doc(text: str) -> None:
-    """Replace only the "## Browser" section; other benchmarks own the other sections."""
-    current = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOC.write_text(updated)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--joins", type=int, default=10, help="measured joins (default 10)")
@@ -373,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     text = render(report, args.joins, args.steady)
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":

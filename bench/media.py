@@ -25,7 +25,6 @@ import argparse
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psycopg
 from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import fresh_postgres_url, require_env, write_section
+
 from konfer.api.media import ops
 from tests import media_samples
+from tests.helpers import free_port
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Media"
 KONFER = str(Path(sys.executable).with_name("konfer"))
 MB = 1024 * 1024
@@ -57,26 +57,6 @@ START_TIMEOUT_S = 60
 TRANSFER_TIMEOUT_S = 300
 TARGET_RATIO = 0.8
 TARGET_RSS_MB = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def env_of(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"{name} is not set: run through scripts/with-services.sh")
-    return value
-
-
-def fresh_database() -> str:
-    name = f"konfer_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(env_of("KONFER_TEST_PG_ADMIN_URL"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return env_of("KONFER_TEST_DATABASE_URL").rsplit("/", 1)[0] + f"/{name}"
 
 
 def rss_mb(pid: int) -> float:
@@ -273,16 +253,19 @@ def main() -> None:
     args = parser.parse_args()
 
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
-    endpoint = env_of("KONFER_TEST_S3_ENDPOINT")
-    access, secret = env_of("KONFER_TEST_S3_ACCESS_KEY"), env_of("KONFER_TEST_S3_SECRET_KEY")
+    endpoint = require_env("KONFER_TEST_S3_ENDPOINT")
+    access, secret = (
+        require_env("KONFER_TEST_S3_ACCESS_KEY"),
+        require_env("KONFER_TEST_S3_SECRET_KEY"),
+    )
     minio = Minio(endpoint, access_key=access, secret_key=secret, secure=False)
     with tempfile.TemporaryDirectory(prefix="konfer-bench-media-") as tmp:
         workdir = Path(tmp)
         env = {
             **os.environ,
             "KONFER_DATA_DIR": str(workdir / "data"),
-            "KONFER_DATABASE_URL": fresh_database(),
-            "KONFER_REDIS_URL": env_of("KONFER_TEST_REDIS_URL"),
+            "KONFER_DATABASE_URL": fresh_postgres_url(),
+            "KONFER_REDIS_URL": require_env("KONFER_TEST_REDIS_URL"),
             "KONFER_S3_ENDPOINT": endpoint,
             "KONFER_S3_ACCESS_KEY": access,
             "KONFER_S3_SECRET_KEY": secret,
@@ -342,7 +325,7 @@ def main() -> None:
     lines = render(args, results, idle_rss, peak_rss, len(sampler.samples), big_elapsed, transcode)
     print("\n".join(lines))
     if not args.no_doc:
-        write_section("\n".join(lines))
+        write_section(SECTION, "\n".join(lines))
 
 
 def render(
@@ -399,14 +382,6 @@ def render(
         "making its preview and uploading both; submit → completed adds the worker's poll "
         "interval (50 ms here) and the status polling.",
     ]
-
-
-def write_section(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = text.rstrip() + "\n\n"
-    doc = pattern.sub(block, doc) if pattern.search(doc) else doc.rstrip() + "\n\n" + block
-    DOC.write_text(doc.rstrip() + "\n")
 
 
 if __name__ == "__main__":

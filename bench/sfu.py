@@ -72,6 +72,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/sfu.py` puts bench/, not the root, first
     sys.path.insert(0, str(ROOT))
 
+from bench.common import DOC, write_section  # noqa: E402
+
 from konfer.sfu import aiortc_hooks  # noqa: E402
 from tests.integration.sfu_peers import (  # noqa: E402
     LOOPBACK,
@@ -83,7 +85,6 @@ from tests.integration.sfu_peers import (  # noqa: E402
     sfu_process,
 )
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## SFU"
 
 FANOUT = (1, 10, 20, 40, 80)  # subscribers of one publisher, through the SFU
@@ -1763,25 +1764,6 @@ read the CPU split above for cost and this for where the thread is.
 """
 
 
-def write_doc(text: str) -> None:
-    """Replace the "## SFU" section of docs/benchmarks.md, keeping every other section."""
-    if not DOC.exists():
-        header = (
-            "# Benchmarks\n\nMeasured performance of Konfer, one section per component; "
-            "each section is rewritten by the benchmark that produces it.\n\n"
-        )
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(header + text)
-        return
-    current = DOC.read_text()  # read right before writing: other benchmarks share the file
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOC.write_text(updated)
-
-
 def print_report(report: Report) -> None:
     print(fanout_table(report))
     print()
@@ -1877,7 +1859,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         report = uvloop.run(benchmark(args))
         print_report(report)
         if not args.no_write:
-            write_doc(section(report))
+            write_section(SECTION, section(report))
             print(f"\nwrote {DOC.relative_to(ROOT)}", file=sys.stderr)
 
 

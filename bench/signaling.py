@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -58,9 +57,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/signaling.py` puts bench/, not the root, first
     sys.path.insert(0, str(ROOT))
 
+from bench.common import DOC, fresh_postgres_url, require_env, write_section  # noqa: E402
+
 from tests.integration.replicas import Cluster, Replica, cluster, recv_type  # noqa: E402
 
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Signaling"
 
 USERS = 50  # one room, one socket per user, half on each replica
@@ -205,23 +205,6 @@ class User:
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
-
-
-def require_env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        sys.exit(f"bench: {name} is not set; run through `make bench` (scripts/with-services.sh)")
-    return value
-
-
-def fresh_postgres_url() -> str:
-    """A new empty database on the test server, as tests/conftest.py makes them."""
-    admin = require_env("KONFER_TEST_PG_ADMIN_URL")
-    base = require_env("KONFER_TEST_DATABASE_URL")
-    name = f"konfer_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return base.rsplit("/", 1)[0] + f"/{name}"
 
 
 def expect(r: httpx.Response, status: int) -> dict[str, Any]:
@@ -1041,25 +1024,6 @@ websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {rep
 """
 
 
-def write_doc(text: str) -> None:
-    """Replace only the "## Signaling" section; other benchmarks own the other sections."""
-    if not DOC.exists():
-        header = (
-            "# Benchmarks\n\nMeasured performance of Konfer, one section per component; "
-            "each section is rewritten by the benchmark that produces it.\n\n"
-        )
-        DOC.parent.mkdir(parents=True, exist_ok=True)
-        DOC.write_text(header + text)
-        return
-    current = DOC.read_text()  # read right before writing: another bench may have written
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    DOC.write_text(updated)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -1084,7 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(idle_table(report.idle))
     if not args.no_write:
-        write_doc(section(report))
+        write_section(SECTION, section(report))
         progress(f"wrote {DOC.relative_to(ROOT)}")
 
 
