@@ -55,6 +55,52 @@ def test_konfer_up_serves_on_embedded_defaults(tmp_path: Path) -> None:
         proc.wait(timeout=15)
 
 
+def _workers_of(data_dir: Path) -> list[int]:
+    """Pids of `konfer worker` processes started for this data folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().split(") ")[1][0]
+        except OSError:
+            continue
+        if (
+            b"worker" in argv
+            and f"KONFER_DATA_DIR={data_dir}".encode() in environ
+            and (state != "Z")
+        ):
+            found.append(int(proc.name))
+    return found
+
+
+def test_konfer_up_worker_does_not_outlive_it(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    env = {**os.environ, "KONFER_PORT": str(port), "KONFER_DATA_DIR": str(data)}
+    proc = subprocess.Popen(
+        [KONFER, "up"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _workers_of(data):
+            assert time.monotonic() < deadline, "konfer up started no worker"
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # no chance to clean up: the worker must notice by itself
+        proc.wait(timeout=15)
+    deadline = time.monotonic() + 10
+    while _workers_of(data) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _workers_of(data) == []
+
+
 async def test_admin_create_then_login_as_admin(
     tmp_path: Path, make_settings: SettingsFactory, open_client: Any
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -75,7 +76,9 @@ def _start_worker(settings: Settings, started: list[subprocess.Popen[bytes]]) ->
         except OSError:
             time.sleep(0.2)
     started.append(
-        subprocess.Popen([sys.executable, "-m", "konfer.cli.main", "worker", "--exit-with-parent"])
+        subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, "-m", "konfer.cli.main", "worker", "--parent-pid", str(os.getpid())]
+        )
     )
 
 
@@ -117,7 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop, exit_with_parent=args.exit_with_parent)
+        await serve(settings, stop, parent_pid=args.parent_pid)
 
     asyncio.run(run())
 
@@ -215,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run media processing jobs (konfer.api worker)")
     worker.add_argument(
-        "--exit-with-parent", action="store_true", help="stop when the parent process exits"
+        "--parent-pid",
+        type=int,
+        help="stop when this process (the one starting the worker) is gone",
     )
     worker.set_defaults(func=cmd_worker)
 

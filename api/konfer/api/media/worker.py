@@ -443,33 +443,33 @@ class Worker:
         return await self._output(run, media_id, out, plan.container, origin, op)
 
 
-async def serve(settings: Settings, stop: asyncio.Event, exit_with_parent: bool = False) -> None:
+async def serve(settings: Settings, stop: asyncio.Event, parent_pid: int | None = None) -> None:
     """``konfer worker``: connect, wait for the schema, run until ``stop`` is set."""
     from konfer.api.db.engine import create_engine, create_sessionmaker
     from konfer.api.db.migrate import wait_until_current
     from konfer.core.storage import storage_from_settings
 
+    watcher = None
+    if parent_pid is not None:
+        # The starter names itself: a parent that died before this process got here (we
+        # would see init as our parent) is noticed too, and the worker never runs orphaned.
+        async def watch() -> None:
+            while os.getppid() == parent_pid:  # noqa: ASYNC110 - nothing to wait on but time
+                await asyncio.sleep(1.0)
+            log.info("parent process is gone; stopping")
+            stop.set()
+
+        watcher = asyncio.create_task(watch())
     engine = create_engine(settings)
     try:
         await wait_until_current(engine, stop)
+        if stop.is_set():
+            return
         storage = storage_from_settings(settings)
         await storage.ensure_ready()
         worker = Worker(settings, create_sessionmaker(engine), storage)
-        watcher = None
-        if exit_with_parent:
-            parent = os.getppid()
-
-            async def watch() -> None:
-                while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but time
-                    await asyncio.sleep(1.0)
-                log.info("parent process is gone; stopping")
-                stop.set()
-
-            watcher = asyncio.create_task(watch())
-        try:
-            await worker.run(stop)
-        finally:
-            if watcher is not None:
-                watcher.cancel()
+        await worker.run(stop)
     finally:
+        if watcher is not None:
+            watcher.cancel()
         await engine.dispose()
