@@ -259,7 +259,14 @@ class Worker:
         size = (await asyncio.to_thread(path.stat)).st_size
         run.keys.append(key)
         with path.open("rb") as fh:
-            await self.storage.put(key, fh, size, mime)
+            # A cancelled await would leave the storage thread writing after _discard has
+            # deleted the key; wait for the write to end so the delete comes last.
+            put = asyncio.ensure_future(self.storage.put(key, fh, size, mime))
+            try:
+                await asyncio.shield(put)
+            except asyncio.CancelledError:
+                await asyncio.gather(put, return_exceptions=True)
+                raise
 
     async def _output(
         self,

@@ -171,9 +171,9 @@ async def info(
     return media_service.public(media, state.settings)
 
 
-@router.api_route(
+@router.head("/download/{media_id}", response_class=StreamingResponse)
+@router.get(
     "/download/{media_id}",
-    methods=["GET", "HEAD"],
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The whole file"},
