@@ -49,6 +49,7 @@ from konfer.api.schemas.common import ERROR_RESPONSES
 from konfer.api.services.bootstrap import ensure_admin
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.signaling import endpoint as signaling_endpoint
+from konfer.api.signaling.chatstore import ChatWriter
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.media import NoMediaRouter
 from konfer.api.signaling.presence import MemoryPresence, Presence, RedisPresence
@@ -102,10 +103,11 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
     GCCollector(registry=registry)
     auth_cache = AuthCache()
     auth_cache.bus = bus
+    sessionmaker = create_sessionmaker(engine, on_auth_change=auth_cache.invalidate)
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine, on_auth_change=auth_cache.invalidate),
+        sessionmaker=sessionmaker,
         tokens=TokenCodec(keys, settings.token_issuer),
         storage=storage,
         rate_limiter=limiter,
@@ -118,6 +120,7 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
         bus=bus,
         replica_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         hub=SignalingHub(bus, presence, NoMediaRouter(), metrics, settings.presence_ttl_seconds),
+        chat=ChatWriter(sessionmaker),
         sfu_runtime=None,
         auth_cache=auth_cache,
     )
@@ -164,6 +167,7 @@ async def start_state(state: AppState) -> None:
 
 async def close_state(state: AppState) -> None:
     await state.hub.stop()
+    await state.chat.close()
     if state.sfu_runtime is not None:
         await state.sfu_runtime.close()
     await state.bus.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -19,6 +20,9 @@ from konfer.core.ratelimit import RateLimiter, SlotLimiter
 from konfer.core.settings import Settings
 from konfer.core.storage import Storage
 from konfer.core.tokens import TokenCodec
+
+if TYPE_CHECKING:  # services import the state; the writer imports services
+    from konfer.api.signaling.chatstore import ChatWriter
 
 
 @dataclass(slots=True)
@@ -38,5 +42,6 @@ class AppState:
     bus: Bus
     replica_id: str
     hub: SignalingHub
+    chat: ChatWriter
     auth_cache: AuthCache
     sfu_runtime: LocalSfuRuntime | None

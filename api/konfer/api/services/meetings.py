@@ -761,13 +761,7 @@ async def list_messages(
     return found, total, page.offset + len(found) < total
 
 
-async def post_message(
-    session: AsyncSession,
-    meeting: Meeting,
-    participant: Participant | None,
-    user_id: uuid.UUID,
-    text: str,
-) -> ChatMessage:
+def check_can_post(meeting: Meeting, participant: Participant | None) -> None:
     """Only people in the meeting right now (joined, not left) may talk, and only if chat is
     on."""
     ensure_not_ended(meeting)
@@ -775,6 +769,17 @@ async def post_message(
         raise InsufficientPermissions("Chat is disabled in this meeting")
     if participant is None or participant.joined_at is None or participant.left_at is not None:
         raise InsufficientPermissions("Join the meeting to send messages")
+
+
+async def post_message(
+    session: AsyncSession,
+    meeting: Meeting,
+    participant: Participant | None,
+    user_id: uuid.UUID,
+    text: str,
+) -> ChatMessage:
+    """Store one chat posted through REST (socket chats go through ``ChatWriter``)."""
+    check_can_post(meeting, participant)
     row = ChatMessage(meeting_id=meeting.id, user_id=user_id, message=text, created_at=utcnow())
     session.add(row)
     await session.commit()  # every column is set here: no refresh round trip

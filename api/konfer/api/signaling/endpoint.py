@@ -21,11 +21,12 @@ from konfer.api.db.models import Meeting, MeetingStatus, Participant
 from konfer.api.deps import load_principal
 from konfer.api.services import meetings
 from konfer.api.signaling import protocol as p
+from konfer.api.signaling.chatstore import ChatRefused
 from konfer.api.signaling.hub import Connection, SignalingHub
 from konfer.api.signaling.presence import SessionInfo
 from konfer.api.signaling.protocol import SignalingError
 from konfer.api.state import AppState
-from konfer.core.errors import InvalidToken, KonferError, MeetingEnded
+from konfer.core.errors import InvalidToken
 
 router = APIRouter(tags=["signaling"])
 
@@ -295,30 +296,9 @@ async def _relay(
 async def _chat(
     state: AppState, hub: SignalingHub, conn: Connection, info: SessionInfo, text: str
 ) -> None:
-    """Store through the same service as ``POST /meetings/{id}/messages``, then fan out."""
-    meeting_id, user_id = uuid.UUID(info.meeting_id), uuid.UUID(conn.user_id)
-    async with state.sessionmaker() as session:
-        # One query for the meeting and the sender's membership; then the INSERT.
-        found = (
-            await session.execute(
-                select(Meeting, Participant)
-                .outerjoin(
-                    Participant,
-                    (Participant.meeting_id == Meeting.id) & (Participant.user_id == user_id),
-                )
-                .where(Meeting.id == meeting_id)
-            )
-        ).first()
-        if found is None:
-            raise SignalingError("INVALID_ROOM", "Meeting room does not exist")
-        meeting, member = found
-        try:
-            row = await meetings.post_message(session, meeting, member, user_id, text)
-        except MeetingEnded as exc:
-            raise SignalingError("INVALID_ROOM", exc.message) from exc
-        except KonferError as exc:
-            chat_on = meetings.meeting_settings(meeting).enable_chat
-            raise SignalingError(
-                "UNAUTHORIZED" if chat_on else "CHAT_DISABLED", exc.message
-            ) from exc
+    """Store (batched with other sockets' chats, see ``ChatWriter``), then fan out."""
+    try:
+        row = await state.chat.post(uuid.UUID(info.meeting_id), uuid.UUID(conn.user_id), text)
+    except ChatRefused as refused:
+        raise SignalingError(refused.code, refused.message) from refused
     await hub.publish(info.meeting_id, p.chat_event(row, conn.username))
