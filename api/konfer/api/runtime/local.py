@@ -206,6 +206,12 @@ class LocalSfuRuntime:
         child.empty_since = child.empty_since or now
         return now - child.empty_since >= self.settings.sfu_idle_timeout_seconds
 
+    async def start(self, meeting_id: str) -> None:
+        """Nothing to do ahead: a local SFU starts in well under a second, on first join."""
+
+    def peers_changed(self, meeting_id: str) -> None:
+        """The watcher asks the SFU itself how many peers it has (``_idle_too_long``)."""
+
     async def stop(self, meeting_id: str) -> None:
         child = self.children.pop(meeting_id, None)
         if child is None:

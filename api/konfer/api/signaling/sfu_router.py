@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from konfer.api.runtime.local import LocalSfuRuntime
+from konfer.api.runtime.base import SfuRuntime
 from konfer.api.signaling.presence import SessionInfo
 from konfer.api.signaling.protocol import SignalingError
 from konfer.core.tokens import MediaGrants, TokenCodec
@@ -50,7 +50,7 @@ class _Link:
 
 
 class SfuMediaRouter:
-    def __init__(self, runtime: LocalSfuRuntime, tokens: TokenCodec, token_ttl: int) -> None:
+    def __init__(self, runtime: SfuRuntime, tokens: TokenCodec, token_ttl: int) -> None:
         self.runtime = runtime
         self.tokens = tokens
         self.token_ttl = token_ttl
@@ -79,6 +79,7 @@ class SfuMediaRouter:
             renew_at=time.monotonic() + self.token_ttl / 2,
         )
         await self._call(link, "PUT", f"/v1/peers/{session.session_id}")
+        self.runtime.peers_changed(session.meeting_id)
         link.poller = asyncio.create_task(
             self._poll(session.session_id, link), name=f"sfu-events-{session.session_id}"
         )
@@ -100,6 +101,7 @@ class SfuMediaRouter:
             link.poller.cancel()
         with contextlib.suppress(SignalingError):
             await self._call(link, "DELETE", f"/v1/peers/{session.session_id}")
+        self.runtime.peers_changed(session.meeting_id)
 
     def forget_meeting(self, meeting_id: str, url: str | None = None) -> None:
         """After an SFU crash: its peers are gone; clients will join again."""
