@@ -37,6 +37,27 @@ async def wait_chat(p: Person, text: str) -> None:
     await expect(p.page.locator(".chat-log .chat-text", has_text=text)).to_have_count(1)
 
 
+async def recording_is_listed(p: Person, meeting_id: str) -> None:
+    """The meeting's page (a second tab) lists a completed recording that downloads."""
+    page = await p.context.new_page()
+    try:
+        await page.goto(p.url(f"/meetings/{meeting_id}"))
+        item = page.locator(".recording-item")
+        await expect(item).to_have_count(1)
+        await expect(item).to_contain_text("completed")
+        download = item.get_by_role("button", name="Download")
+        await expect(download).to_be_enabled()
+        async with page.expect_download() as info:
+            await download.focus()
+            await page.keyboard.press("Enter")
+        saved = await (await info.value).path()
+        assert saved is not None
+        assert saved.stat().st_size > 1000
+        await screenshot(Person(p.name, p.base_url, p.context, page), "meeting-recordings")
+    finally:
+        await page.close()
+
+
 async def test_two_browsers_meet_and_a_third_joins_through_another_replica(
     web_cluster: Cluster, browser: Browser
 ) -> None:
@@ -79,20 +100,23 @@ async def test_two_browsers_meet_and_a_third_joins_through_another_replica(
         host_tile = host.page.locator(f'figure.tile[data-user-id="{guest.user_id}"] .mic-off')
         await expect(host_tile).to_be_visible()
 
-        # Recording: only where the api has the routes (a later issue); hidden otherwise.
+        # The host records (only hosts have the button); everyone sees the indicator; the
+        # stored file is listed on the meeting's page with a working Download.
+        await expect(guest.page.get_by_role("button", name="Record", exact=True)).to_have_count(0)
         record = host.page.get_by_role("button", name="Record", exact=True)
-        has_recording = await host.page.evaluate(
-            "fetch('/openapi.json').then(r => r.json())"
-            ".then(d => Boolean(d.paths['/api/v1/recording/start']))"
-        )
-        if has_recording:
-            await record.click()
-            await expect(host.page.get_by_role("button", name="Stop recording")).to_be_visible()
-            await host.page.wait_for_timeout(3000)
-            await host.page.get_by_role("button", name="Stop recording").click()
-            await expect(record).to_be_visible()
-        else:
-            await expect(record).to_have_count(0)
+        await record.focus()
+        await host.page.keyboard.press("Enter")
+        await expect(host.page.get_by_role("button", name="Stop recording")).to_be_visible()
+        # The recorder has joined and writes frames: every participant is told.
+        for p in (host, guest):
+            await expect(p.page.locator(".rec-indicator")).to_have_text(
+                "● Recording", timeout=30_000
+            )
+        await host.page.wait_for_timeout(3000)
+        await host.page.get_by_role("button", name="Stop recording").click()
+        await expect(record).to_be_visible(timeout=30_000)
+        await expect(guest.page.locator(".rec-indicator")).to_be_hidden(timeout=15_000)
+        await recording_is_listed(host, meeting_id)
 
         await screenshot(host, "room-host")
         await screenshot(guest, "room-guest")

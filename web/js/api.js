@@ -271,6 +271,19 @@ class Api extends EventTarget {
     return this.post("/api/v1/recording/stop", { recording_id: recordingId });
   }
 
+  /** The meeting's recording in progress, if any (pending or recording). */
+  async activeRecording(meetingId) {
+    for (const status of ["recording", "pending"]) {
+      const r = await this.get("/api/v1/recording/list", { query: { meeting_id: meetingId, status, page_size: 1 } });
+      if (r.recordings && r.recordings.length) return r.recordings[0];
+    }
+    return null;
+  }
+
+  retryRecordingUpload(recordingId) {
+    return this.post(`/api/v1/recording/${encodeURIComponent(recordingId)}/retry-upload`);
+  }
+
   recordings(meetingId) {
     return this.get("/api/v1/recording/list", { query: { meeting_id: meetingId, page_size: 50 } });
   }

@@ -28,7 +28,27 @@ from konfer.core.ratelimit import Decision
 log = logging.getLogger("konfer.api.access")
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_UNLIMITED_PREFIXES = ("/health", "/metrics", "/.well-known/", "/docs", "/openapi.json", "/redoc")
+_UNLIMITED_PREFIXES = (
+    "/health",
+    "/metrics",
+    "/.well-known/",
+    "/docs",
+    "/openapi.json",
+    "/redoc",
+    "/api/v1/internal/",  # platform processes (recorders), each holding a signed token
+)
+
+
+# The AI rate limit covers every inference route, not only /ai/*.
+_AI_PREFIXES = ("/api/v1/ai/", "/api/v1/speech/", "/api/v1/audio/", "/api/v1/video/")
+_MODEL_ADMIN_PREFIXES = (
+    "/api/v1/models",
+    "/api/v1/nodes",
+    "/api/v1/load-balancer/",
+    "/api/v1/monitoring/",
+    "/api/v1/failover/",
+    "/api/v1/discovery/",
+)
 
 
 def rate_limit_class(path: str) -> str | None:
@@ -39,8 +59,10 @@ def rate_limit_class(path: str) -> str | None:
         return "auth"
     if path.startswith("/api/v1/media/upload"):
         return "upload"
-    if path.startswith("/api/v1/ai/"):
+    if path.startswith(_AI_PREFIXES):
         return "ai"
+    if path.startswith(_MODEL_ADMIN_PREFIXES):
+        return None  # the REST document: model management is not rate limited
     if path.startswith("/ws/"):
         return "websocket"
     if path.startswith("/api/"):
@@ -215,4 +237,8 @@ def body_limit(st: AppState, path: str) -> int:
         # The largest per-type cap plus room for the other form fields; the upload path
         # enforces the cap of the type it sniffs while the file streams.
         return st.settings.media_max_upload_bytes + 64 * 1024
+    if path == "/api/v1/video/enhancement":
+        return st.settings.ai_max_video_mb * 1024 * 1024 + 64 * 1024
+    if path.startswith(("/api/v1/speech/", "/api/v1/audio/", "/api/v1/ai/transcribe")):
+        return st.settings.ai_max_audio_mb * 1024 * 1024 + 64 * 1024
     return st.settings.max_json_body_bytes

@@ -21,6 +21,10 @@ neither, so it reaches into the pinned ``aiortc==1.16.0`` here, and only here:
 * aioice's module function ``get_host_addresses`` (``KONFER_SFU_ICE_HOSTS``).
 * ``get_decoder`` / ``get_encoder`` as imported by the receiver and sender modules: the
   codec guard makes any use of them in the SFU process count and fail.
+* the recorder's receivers: ``__jitter_buffer`` is wrapped so each reassembled encoded
+  frame goes to the recorder's muxer and none reaches ``decoder_worker`` (which only
+  creates a decoder for a frame it is handed); ``__remote_bitrate_estimator`` is dropped
+  so a recorder sends no REMB.
 
 ``tests/sfu/test_aiortc_hooks.py`` fails loudly when the pinned version or any of these
 members change.
@@ -43,6 +47,7 @@ import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpSendParameters
 from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
@@ -77,6 +82,9 @@ SOURCE_FINGERPRINTS: dict[str, str] = {
     "aioice.ice.Connection.gather_candidates": "d33db28d4d1e49ff",
     "aioice.ice.StunProtocol.send_data": "8bfbce074a897482",
     "aioice.ice.Connection.request_received": "dcdc9a3862c1a0b4",
+    "aiortc.jitterbuffer.JitterBuffer.add": "c6cd693611aa3eb4",
+    "aiortc.jitterbuffer.JitterBuffer._remove_frame": "3ffad0bfb07f58e6",
+    "aiortc.rtcrtpreceiver.decoder_worker": "d500d4e567d6846c",
 }
 
 #: Instance attributes (name-mangled where private) read or written on live objects.
@@ -84,6 +92,8 @@ RECEIVER_ATTRIBUTES = (
     "_RTCRtpReceiver__remote_streams",
     "_RTCRtpReceiver__nack_generator",
     "_RTCRtpReceiver__rtcp_ssrc",
+    "_RTCRtpReceiver__jitter_buffer",
+    "_RTCRtpReceiver__remote_bitrate_estimator",
     "_handle_rtp_packet",
     "_handle_rtcp_packet",
     "_send_rtcp",
@@ -264,6 +274,59 @@ async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) ->
         fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
     )
     await receiver._send_rtcp(packet)
+
+
+# --- recorder taps (encoded frames, never decoded) -------------------------------------
+
+#: Called with (the frame's bytes as depayloaded by aiortc, its RTP timestamp).
+FrameSink = Callable[[bytes, int], None]
+
+
+class _TapJitterBuffer:
+    """aiortc's jitter buffer reassembling frames for a sink instead of the decoder."""
+
+    def __init__(self, inner: JitterBuffer, sink: FrameSink) -> None:
+        self.inner = inner
+        self.sink = sink
+
+    @property
+    def capacity(self) -> int:
+        return self.inner.capacity
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        pli, frame = self.inner.add(packet)
+        if frame is not None:
+            self.sink(frame.data, frame.timestamp)
+        return pli, None
+
+    def remove(self, count: int) -> None:
+        self.inner.remove(count)
+
+    def smart_remove(self, count: int) -> bool:
+        return self.inner.smart_remove(count)
+
+
+def tap_receiver(receiver: RTCRtpReceiver, sink: FrameSink) -> None:
+    """Hand every encoded frame the receiver reassembles to ``sink``, and none to decode.
+
+    aiortc's own ``_handle_rtp_packet`` still runs (RTCP statistics, NACKs, RTX, payload
+    parsing), so the recorder is a well-behaved receiver that simply never decodes.
+    """
+    inner: JitterBuffer = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = _TapJitterBuffer(inner, sink)  # type: ignore[attr-defined]
+    # No REMB from a tap: a recorder takes whatever the publisher sends and must never
+    # pull the meeting's bitrate down (and the estimator is a good share of its CPU).
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+
+
+async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
+    """Send a PLI for the receiver's current stream; False before any packet arrived."""
+    streams = receiver_statistics(receiver)
+    if not streams:
+        return False
+    for ssrc in list(streams):
+        await receiver._send_rtcp_pli(ssrc)
+    return True
 
 
 # --- senders (subscribers' tracks) -----------------------------------------------------

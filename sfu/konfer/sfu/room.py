@@ -453,7 +453,7 @@ class Room:
         transceiver.setCodecPreferences(_preferences(track))
         hooks.set_sender_ids(transceiver.sender, track.peer_id, track.track_id)
         downstream = track.attach(transceiver.sender, peer.peer_id)
-        downstream.wanted = self._wanted(track)
+        downstream.wanted = self._wanted(track) or peer.grants.recorder
         peer.subscriptions[track.track_id] = Subscription(transceiver, downstream, track)
 
     def _unsubscribe(self, peer: Peer, track_id: str) -> None:
@@ -597,11 +597,14 @@ class Room:
 
     def apply_selection(self) -> None:
         selected = self.selected_speakers()
+        # Recorders and streamers get every camera: last-N saves viewers' bandwidth, but a
+        # recording must not lose whoever was quiet.
+        recorders = {p.peer_id for p in self.peers.values() if p.grants.recorder}
         for track in self.tracks.values():
             if track.source == "camera":
                 wanted = track.peer_id in selected
                 for d in list(track.downstreams.values()):
-                    track.set_wanted(d, wanted)
+                    track.set_wanted(d, wanted or d.peer_id in recorders)
 
     def _source_enabled(self, peer: Peer, source: str) -> bool:
         key = {"microphone": "audio_enabled", "camera": "video_enabled"}.get(source)

@@ -171,14 +171,14 @@ function dl(pairs) {
   );
 }
 
-async function recordingsSection(meetingId) {
+async function recordingsSection(meetingId, manages = false) {
   const features = await api.features();
   if (!features.recordingList) return null;
   const list = h("ul", { class: "recordings", "aria-labelledby": "recordings-heading" }, h("li", {}, "Loading…"));
   const box = h("section", {}, h("h2", { id: "recordings-heading" }, "Recordings"), list);
   api.recordings(meetingId).then(
     (r) => {
-      const items = (r.recordings || []).map((rec) => recordingItem(rec, features));
+      const items = (r.recordings || []).map((rec) => recordingItem(rec, features, manages));
       mount(list, items.length ? items : h("li", { class: "empty" }, "No recordings."));
     },
     (err) => mount(list, h("li", { class: "form-error" }, err.message)),
@@ -186,10 +186,12 @@ async function recordingsSection(meetingId) {
   return box;
 }
 
-function recordingItem(rec, features) {
+function recordingItem(rec, features, manages = false) {
   const transcript = h("pre", { class: "transcript", hidden: true, tabindex: "0" });
   const name = `recording-${rec.recording_id}.${rec.format || "webm"}`;
-  const fetchBlob = () => api.download(rec.download_url || `/api/v1/recording/download/${rec.recording_id}`);
+  // Same-origin path: download_url is absolute on the server's public URL, which a proxy
+  // (or a test's loopback port) may not match.
+  const fetchBlob = () => api.download(`/api/v1/recording/download/${rec.recording_id}`);
   const download = h(
     "button",
     {
@@ -239,12 +241,37 @@ function recordingItem(rec, features) {
         "Transcript",
       )
     : null;
+  // The recorder kept the file when storage refused it: a host can send it again.
+  const retry =
+    manages && rec.upload_pending
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "small",
+            on: {
+              click: async (e) => {
+                e.target.disabled = true;
+                try {
+                  await api.retryRecordingUpload(rec.recording_id);
+                  toast("Uploading again; reload the page in a moment");
+                } catch (err) {
+                  toast(err.message, "error");
+                  e.target.disabled = false;
+                }
+              },
+            },
+          },
+          "Retry upload",
+        )
+      : null;
   const seconds = Math.round(rec.duration || 0);
   return h(
     "li",
     { class: "recording-item", dataset: { recordingId: rec.recording_id } },
-    h("span", {}, `${formatDateTime(rec.started_at)} · ${rec.status} · ${seconds}s`),
-    h("span", { class: "actions" }, download, transcribe),
+    h("span", {}, `${formatDateTime(rec.started_at || rec.created_at)} · ${rec.status} · ${seconds}s`),
+    rec.reason ? h("span", { class: "muted" }, rec.reason) : null,
+    h("span", { class: "actions" }, retry, download, transcribe),
     transcript,
   );
 }
@@ -322,7 +349,7 @@ export async function meetingView(main, params) {
       ),
     ),
   );
-  const recordings = await recordingsSection(meeting.meeting_id);
+  const recordings = await recordingsSection(meeting.meeting_id, manages);
   mount(
     main,
     h(

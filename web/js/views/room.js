@@ -123,6 +123,7 @@ class Room {
     this.setStatus("Connecting…");
     this.signaling.connect();
     this.loadChat();
+    this.loadRecordingState();
   }
 
   // --- layout ------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class Room {
   build() {
     const m = this.meeting;
     this.statusEl = h("p", { class: "conn-status", role: "status", "aria-live": "polite" });
-    this.recIndicator = h("span", { class: "rec-indicator", hidden: true }, "● Recording");
+    this.recIndicator = h("span", { class: "rec-indicator", role: "status", hidden: true }, "● Recording");
     this.stage = h("div", { class: "stage", id: "stage", role: "region", "aria-label": "Video of the participants" });
     this.audioSink = h("div", { class: "audio-sink", hidden: true });
 
@@ -349,6 +350,8 @@ class Room {
     if (this.recordBtn) this.recordBtn.hidden = !this.manages;
     this.endBtn.hidden = !this.manages;
     this.recIndicator.hidden = !this.recording;
+    this.recIndicator.textContent =
+      this.recording?.status === "pending" ? "● Starting recording…" : "● Recording";
     this.chatBtn.textContent = this.unread ? `Chat (${this.unread})` : "Chat";
     this.peopleBtn.textContent = `People (${this.people.size + 1})`;
     for (const [btn, name] of [
@@ -418,6 +421,8 @@ class Room {
         return this.removePerson(msg.user_id);
       case "media-state":
         return this.onMediaState(msg);
+      case "recording-status":
+        return this.onRecordingStatus(msg);
       case "chat":
         return this.addChat(msg);
       case "offer":
@@ -877,13 +882,38 @@ class Room {
 
   // --- recording (only when the server has the recording routes) ---------------------
 
+  /** Everyone sees when the meeting is being recorded (the server tells every socket). */
+  onRecordingStatus(msg) {
+    const active = (msg.status === "pending" || msg.status === "recording") && msg.event !== "stopping";
+    if (active) this.recording = { recording_id: msg.recording_id, status: msg.status };
+    else if (!this.recording || this.recording.recording_id === msg.recording_id) this.recording = null;
+    if (msg.event === "failed") toast("The recording failed; see the meeting’s page", "error");
+    this.paintControls();
+  }
+
+  async loadRecordingState() {
+    if (!this.features.recordingList) return;
+    try {
+      const found = await api.activeRecording(this.meetingId);
+      if (found && !this.recording) this.recording = found;
+      this.paintControls();
+    } catch {
+      // Not knowing is fine: the next recording-status message tells.
+    }
+  }
+
   async toggleRecording() {
     this.recordBtn.disabled = true;
     try {
       if (this.recording) {
-        await api.stopRecording(this.recording.recording_id);
+        this.recordBtn.textContent = "Stopping…";
+        const done = await api.stopRecording(this.recording.recording_id);
         this.recording = null;
-        toast("Recording stopped; it is listed on the meeting’s page");
+        toast(
+          done.status === "completed"
+            ? "Recording saved; it is listed on the meeting’s page"
+            : `Recording stopped (${done.status}); it is listed on the meeting’s page`,
+        );
       } else {
         this.recording = await api.startRecording(this.meetingId);
         toast("Recording started");

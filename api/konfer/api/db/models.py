@@ -275,3 +275,98 @@ class MediaJob(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     __table_args__ = (Index("ix_media_jobs_status_created", "status", "created_at"),)
+
+
+class RecordingStatus(StrEnum):
+    pending = "pending"
+    recording = "recording"
+    paused = "paused"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class Recording(Base):
+    """One recording of a meeting, written by a ``konfer recorder`` process.
+
+    The recorder reports its phase here (``/internal/recordings/{id}/report``);
+    ``upload_pending`` with ``local_path`` means the file exists but storage refused it,
+    and a retry can still complete it.
+    """
+
+    __tablename__ = "recordings"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    meeting_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"))
+    started_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.pending.value)
+    phase: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    format: Mapped[str] = mapped_column(String(8))
+    container: Mapped[str | None] = mapped_column(String(8))
+    quality: Mapped[str] = mapped_column(String(8), default="medium")
+    layout: Mapped[str] = mapped_column(String(16), default="grid")
+    record_audio: Mapped[bool] = mapped_column(default=True)
+    record_video: Mapped[bool] = mapped_column(default=True)
+    record_screen: Mapped[bool] = mapped_column(default=True)
+    max_duration_seconds: Mapped[int | None] = mapped_column()
+    object_key: Mapped[str | None] = mapped_column(String(512))
+    extra_object_keys: Mapped[list[str]] = mapped_column(JSON, default=list)
+    mime_type: Mapped[str | None] = mapped_column(String(100))
+    local_path: Mapped[str | None] = mapped_column(String(1024))
+    upload_pending: Mapped[bool] = mapped_column(default=False)
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+    file_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration: Mapped[float] = mapped_column(Float, default=0.0)
+    participants: Mapped[int] = mapped_column(default=0)
+    quality_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tracks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    media_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_report_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_recordings_meeting_created", "meeting_id", "created_at"),
+        Index("ix_recordings_status", "status"),
+    )
+
+
+class StreamStatus(StrEnum):
+    pending = "pending"
+    streaming = "streaming"
+    stopped = "stopped"
+    failed = "failed"
+
+
+class LiveStream(Base):
+    """One live stream of a meeting (HLS, DASH or RTMP), run by a ``konfer streamer``."""
+
+    __tablename__ = "live_streams"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    meeting_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"))
+    started_by: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    stream_type: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16), default=StreamStatus.pending.value)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    rtmp_url: Mapped[str | None] = mapped_column(String(2048))
+    quality: Mapped[str] = mapped_column(String(8), default="medium")
+    bitrate: Mapped[int | None] = mapped_column()
+    resolution: Mapped[str | None] = mapped_column(String(16))
+    stop_requested: Mapped[bool] = mapped_column(default=False)
+    total_viewers: Mapped[int] = mapped_column(default=0)
+    peak_viewers: Mapped[int] = mapped_column(default=0)
+    quality_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (
+        Index("ix_live_streams_meeting_created", "meeting_id", "created_at"),
+        Index("ix_live_streams_status", "status"),
+    )

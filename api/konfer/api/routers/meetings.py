@@ -43,7 +43,7 @@ from konfer.api.schemas.meetings import (
     RoleUpdate,
     SearchText,
 )
-from konfer.api.services import meetings
+from konfer.api.services import meetings, recordings, streaming
 from konfer.api.signaling.protocol import chat_event
 from konfer.api.state import AppState
 from konfer.core.timeutil import isoformat, utcnow
@@ -153,9 +153,16 @@ async def delete_meeting(access: MeetingOwner, session: SessionDep, state: State
 
 @router.post("/{meeting_id}/start", response_model=MeetingPublic)
 async def start_meeting(access: MeetingHost, session: SessionDep, state: StateDep) -> MeetingPublic:
-    """scheduled → in_progress; 409 if it already runs or has ended."""
+    """scheduled → in_progress; 409 if it already runs or has ended.
+
+    In the kubernetes runtime the meeting's SFU (a Meeting object) is made here and
+    awaited: 503 ``SERVICE_UNAVAILABLE`` when it is not ready in time (the meeting stays
+    started; joining tries again).
+    """
     meeting = await meetings.start(session, access.meeting)
     state.metrics.meeting_events.labels("started").inc()
+    if state.sfu_runtime is not None:
+        await state.sfu_runtime.start(str(meeting.id))
     return (await meetings.publics(state.presence, state.settings, [meeting]))[0]
 
 
@@ -164,6 +171,8 @@ async def end_meeting(access: MeetingHost, session: SessionDep, state: StateDep)
     """→ ended; everyone still in the meeting is marked left. 409 MEETING_ENDED if over."""
     meeting = await meetings.end(session, access.meeting)
     state.metrics.meeting_events.labels("ended").inc()
+    await recordings.finalize_meeting(session, state, meeting.id)  # they keep what they have
+    await streaming.stop_meeting(session, state, meeting.id)
     await _close_room(state, meeting.id, "ended")
     return (await meetings.publics(state.presence, state.settings, [meeting]))[0]
 

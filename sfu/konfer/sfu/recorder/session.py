@@ -1,0 +1,526 @@
+"""``konfer recorder``: one recording, from joining the SFU to a file in storage.
+
+Started by the api's local runtime (a child process) or by the operator (a Job), with
+the recording and meeting ids, the SFU's control URL and a media token carrying the
+``recorder`` and ``hidden`` grants. It joins as a hidden subscriber, stream-copies every
+track (``muxer``), reports its state to the api (``report``), and on stop assembles the
+file and uploads it with retries. If storage stays unreachable the file is kept in the
+spool folder with a manifest, the status says so, and ``--retry-upload`` finishes the
+job later: nothing recorded is lost. Exit code 0 means completed.
+
+Phases reported: pending (joining), recording (the first frame is written), finalizing,
+uploading, completed, failed. Never runs inside the SFU process: a muxer crash ends a
+recording, not a meeting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import resource
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiortc import RTCRtpReceiver
+
+from konfer.core.settings import Settings
+from konfer.core.storage import Storage, storage_from_settings
+from konfer.sfu import aiortc_hooks as hooks
+from konfer.sfu.recorder import early_stop_requested
+from konfer.sfu.recorder.compose import compose
+from konfer.sfu.recorder.metrics import RecorderMetrics
+from konfer.sfu.recorder.muxer import MIME_TYPES, Assembled, TrackWriter, assemble
+from konfer.sfu.recorder.sfu_client import RemoteTrack, SfuGone, SfuSubscriber
+
+log = logging.getLogger(__name__)
+
+CLOCK_RATES = {"audio": 48000, "video": 90000}
+COMPOSED = frozenset({"grid", "speaker", "gallery"})
+COPYABLE = {"vp8", "h264", "opus"}
+MAX_BACKOFF_SECONDS = 60.0
+EXIT_FAILED = 1
+EXIT_UPLOAD_FAILED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RecorderOptions:
+    recording_id: str
+    meeting_id: str
+    sfu_url: str
+    format: str = "webm"
+    layout: str = "per-track"
+    max_duration_seconds: int | None = None
+    sources: frozenset[str] = frozenset({"camera", "microphone", "screen_share"})
+    retry_upload: bool = False
+
+
+@dataclass
+class Outcome:
+    """What the recorder ends with: the phase and what the api and the operator see."""
+
+    phase: str
+    reason: str | None = None
+    object_key: str | None = None
+    size_bytes: int = 0
+    duration_seconds: float = 0.0
+    local_path: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "reason": self.reason,
+            "objectKey": self.object_key,
+            "sizeBytes": self.size_bytes,
+            "durationSeconds": round(self.duration_seconds, 3),
+        }
+
+
+class Reporter:
+    """Status reports to the api, authenticated with the recorder's own media token."""
+
+    def __init__(self, settings: Settings, recording_id: str, token: str) -> None:
+        base = (settings.recorder_callback_url or settings.resolved_public_url).rstrip("/")
+        self.url = f"{base}/api/v1/internal/recordings/{recording_id}/report"
+        self.http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(10)
+        )
+        self.stop_requested = False
+
+    async def send(self, report: dict[str, Any], attempts: int = 3) -> None:
+        """Best effort with a few retries: a missed report is repeated by the next one."""
+        for attempt in range(attempts):
+            try:
+                r = await self.http.post(self.url, json=report)
+            except httpx.HTTPError as exc:
+                log.warning("status report failed: %s", exc)
+            else:
+                if r.status_code < 300:
+                    if r.json().get("stop"):
+                        self.stop_requested = True
+                    return
+                log.warning("status report refused: %s %s", r.status_code, r.text[:200])
+                if r.status_code < 500:
+                    return
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+@dataclass
+class Recorder:
+    settings: Settings
+    options: RecorderOptions
+    token: str
+    storage: Storage
+    metrics: RecorderMetrics = field(default_factory=RecorderMetrics)
+    writers: dict[str, TrackWriter] = field(default_factory=dict)
+    t0: float = field(default_factory=time.monotonic)
+    started_wall: float | None = None
+    first_frame: float | None = None
+    phase: str = "pending"
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    first_frame_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    subscriber: SfuSubscriber | None = None
+    reporter: Reporter | None = None
+    peak_bitrate: int = 0
+    compose_decoders: int = 0
+    _last_bytes: int = 0
+    _last_sample: float = 0.0
+
+    @property
+    def spool(self) -> Path:
+        return self.settings.resolved_recording_spool_dir / self.options.recording_id
+
+    @property
+    def object_key(self) -> str:
+        return f"recordings/{self.options.meeting_id}/{self.options.recording_id}"
+
+    # --- receiving -------------------------------------------------------------------
+
+    def on_track(self, remote: RemoteTrack, receiver: RTCRtpReceiver) -> None:
+        if remote.source not in self.options.sources or remote.codec not in COPYABLE:
+            if remote.codec not in COPYABLE:
+                log.warning("cannot stream-copy codec %s; track skipped", remote.codec)
+            hooks.tap_receiver(receiver, _discard)  # received, never decoded
+            return
+        writer = TrackWriter(
+            path=self.spool / f"{len(self.writers):03d}-{remote.kind}-{remote.track_id}.spool",
+            track_id=remote.track_id,
+            user_id=remote.user_id,
+            source=remote.source,
+            kind=remote.kind,
+            codec=remote.codec,
+            clock_rate=CLOCK_RATES[remote.kind],
+            t0=self.t0,
+        )
+        self.writers[remote.track_id] = writer
+        self.metrics.tracks.set(len(self.writers))
+
+        def sink(frame: bytes, timestamp: int) -> None:
+            if self.stopping.is_set():
+                return
+            now = time.monotonic()
+            if writer.write(frame, timestamp, now):
+                self.metrics.frames.labels(writer.kind).inc()
+                self.metrics.bytes.labels(writer.kind).inc(len(frame))
+                if self.first_frame is None:
+                    self.first_frame = now
+                    self.started_wall = time.time()
+                    self.first_frame_seen.set()
+
+        hooks.tap_receiver(receiver, sink)
+
+    # --- reporting -------------------------------------------------------------------
+
+    def duration(self) -> float:
+        spans = [(w.offset or 0.0) + w.duration for w in self.writers.values() if w.started] or [
+            0.0
+        ]
+        starts = [w.offset or 0.0 for w in self.writers.values() if w.started] or [0.0]
+        return max(0.0, max(spans) - min(starts))
+
+    def quality(self) -> dict[str, Any]:
+        written = [w for w in self.writers.values() if w.started]
+        total_bytes = sum(w.stats.bytes for w in written)
+        duration = self.duration()
+        lost, received = self.subscriber.packet_loss() if self.subscriber else (0, 0)
+        self.metrics.packets_lost.set(lost)
+        self.metrics.duration.set(duration)
+        decoders = hooks.codec_guard.attempts + self.compose_decoders
+        self.metrics.decoders.set(decoders)
+        return {
+            "average_bitrate": int(total_bytes * 8 / duration) if duration > 0 else 0,
+            "peak_bitrate": self.peak_bitrate,
+            "dropped_frames": sum(
+                w.stats.skipped_before_keyframe + w.stats.discontinuities
+                for w in self.writers.values()
+            ),
+            "encoding_errors": 0,
+            "video_frames": sum(w.stats.frames for w in written if w.kind == "video"),
+            "audio_frames": sum(w.stats.frames for w in written if w.kind == "audio"),
+            "keyframes": sum(w.stats.keyframes for w in written),
+            "packets_received": received,
+            "packets_lost": lost,
+            "decoders_created": decoders,
+            "transcoded": False,
+            "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "cpu_seconds": round(time.process_time(), 3),
+        }
+
+    def report(self, phase: str, **extra: Any) -> dict[str, Any]:
+        written = [w for w in self.writers.values() if w.started]
+        body: dict[str, Any] = {
+            "phase": phase,
+            "duration": round(self.duration(), 3),
+            "file_size": sum(w.stats.bytes for w in written),
+            "participants": len({w.user_id for w in written}),
+            "tracks": [w.describe() for w in written],
+            "quality_metrics": self.quality(),
+            "layout": self.options.layout,
+        }
+        if self.started_wall is not None:
+            body["started_at"] = self.started_wall
+        body.update(extra)
+        return body
+
+    async def _send(self, phase: str, **extra: Any) -> None:
+        self.phase = phase
+        self.metrics.set_phase(phase)
+        if self.reporter is not None:
+            await self.reporter.send(self.report(phase, **extra))
+
+    def _sample_bitrate(self) -> None:
+        now = time.monotonic()
+        total = sum(w.stats.bytes for w in self.writers.values())
+        if self._last_sample:
+            elapsed = now - self._last_sample
+            if elapsed > 0:
+                self.peak_bitrate = max(
+                    self.peak_bitrate, int((total - self._last_bytes) * 8 / elapsed)
+                )
+        self._last_sample, self._last_bytes = now, total
+
+    async def _heartbeat(self) -> None:
+        limit = self.options.max_duration_seconds or self.settings.recording_max_duration_seconds
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.stopping.wait(), self.settings.recording_heartbeat_seconds
+                )
+            if self.stopping.is_set():
+                return
+            self._sample_bitrate()
+            recording = self.first_frame is not None and self.phase == "pending"
+            await self._send("recording" if recording else self.phase)
+            if self.reporter is not None and self.reporter.stop_requested:
+                log.info("the api asked the recorder to stop")
+                self.stopping.set()
+            if self.first_frame is not None and time.monotonic() - self.first_frame >= limit:
+                log.info("maximum duration reached")
+                self.stopping.set()
+
+    async def _watch_first_frame(self) -> None:
+        """Report ``recording`` as soon as there is something in the file."""
+        await self.first_frame_seen.wait()
+        if self.first_frame is not None and self.phase == "pending":
+            await self._send("recording")
+
+    # --- the whole run ---------------------------------------------------------------
+
+    async def record(self) -> Outcome:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        await self._send("pending")
+        self.subscriber = SfuSubscriber(
+            self.options.sfu_url,
+            self.token,
+            f"recorder-{self.options.recording_id}",
+            self.on_track,
+        )
+        ended_by: str | None = None
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await self.subscriber.join()
+            run = asyncio.create_task(self.subscriber.run(), name="sfu-events")
+            tasks = [
+                run,
+                asyncio.create_task(self._heartbeat(), name="heartbeat"),
+                asyncio.create_task(self._watch_first_frame(), name="first-frame"),
+            ]
+            stop = asyncio.create_task(self.stopping.wait())
+            await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if run.done():
+                exc = run.exception()
+                ended_by = str(exc) if exc else "the SFU ended"
+                log.info("media ended: %s", ended_by)
+        except (SfuGone, httpx.HTTPError) as exc:
+            ended_by = str(exc)
+            if self.first_frame is None:
+                return Outcome("failed", f"SFU_UNAVAILABLE: {exc}")
+        finally:
+            self.stopping.set()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            for writer in self.writers.values():
+                writer.close()
+            await self.subscriber.close()
+        if self.first_frame is None:
+            reason = "NO_MEDIA: nothing was published while the recorder was in the meeting"
+            return Outcome("failed", reason)
+        await self._send("finalizing")
+        return await self.finalize()
+
+    async def finalize(self) -> Outcome:
+        writers = list(self.writers.values())
+        try:
+            made = await asyncio.to_thread(
+                assemble, writers, self.spool / "recording", self.options.format
+            )
+        except Exception as exc:
+            log.exception("assembling the recording failed")
+            return Outcome("failed", f"MUX_FAILED: {exc}")
+        manifest = self._manifest(made)
+        if self.options.layout in COMPOSED:
+            # The composed file is the recording; the per-track one is kept beside it.
+            layout = "speaker" if self.options.layout == "speaker" else "grid"
+            cpu = time.process_time()
+            try:
+                composed = await asyncio.to_thread(
+                    compose, writers, self.spool / "composed", layout, self.options.format
+                )
+            except Exception as exc:
+                log.exception("composing the recording failed")
+                return Outcome("failed", f"COMPOSE_FAILED: {exc}")
+            assert composed.path is not None
+            self.compose_decoders = composed.decoders
+            manifest["extra_files"] = [
+                {
+                    "local_path": manifest["local_path"],
+                    "object_key": f"{self.object_key}-tracks.{made.format}",
+                    "mime_type": manifest["mime_type"],
+                }
+            ]
+            manifest.update(
+                object_key=f"{self.object_key}.{composed.format}",
+                format=composed.format,
+                mime_type=MIME_TYPES[composed.format],
+                file_size=composed.path.stat().st_size,
+                duration=round(composed.duration, 3),
+                local_path=str(composed.path),
+                quality_metrics=self.quality(),
+            )
+            manifest["quality_metrics"]["compose_cpu_seconds"] = round(time.process_time() - cpu, 3)
+            manifest["quality_metrics"]["transcoded"] = True
+        (self.spool / "manifest.json").write_text(json.dumps(manifest))
+        for writer in self.writers.values():
+            writer.path.unlink(missing_ok=True)
+        return await self.upload(manifest)
+
+    def _manifest(self, made: Assembled) -> dict[str, Any]:
+        report = self.report("completed")
+        report.update(
+            {
+                "object_key": f"{self.object_key}.{made.format}",
+                "format": made.format,
+                "mime_type": MIME_TYPES[made.format],
+                "file_size": made.size,
+                "duration": round(made.duration, 3),
+                "local_path": str(made.path),
+                "streams": made.streams,
+            }
+        )
+        return report
+
+    async def upload(self, manifest: dict[str, Any]) -> Outcome:
+        path = Path(manifest["local_path"])
+        key = str(manifest["object_key"])
+        attempts = self.settings.recording_upload_attempts
+        delay = self.settings.recording_upload_backoff_seconds
+        error = ""
+        await self._send_manifest("uploading", manifest)
+        for attempt in range(1, attempts + 1):
+            try:
+                for extra in manifest.get("extra_files", []):
+                    await self._put(
+                        Path(extra["local_path"]), extra["object_key"], extra["mime_type"]
+                    )
+                await self._put(path, key, str(manifest["mime_type"]))
+            except Exception as exc:  # storage down, refused, full: all retried alike
+                error = f"{type(exc).__name__}: {exc}"
+                self.metrics.upload_attempts.labels("failed").inc()
+                log.warning("upload attempt %d/%d failed: %s", attempt, attempts, error)
+                if attempt < attempts:
+                    await asyncio.sleep(min(delay * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+                continue
+            self.metrics.upload_attempts.labels("ok").inc()
+            await self._send_manifest("completed", manifest)
+            shutil.rmtree(self.spool, ignore_errors=True)
+            return Outcome(
+                "completed",
+                None,
+                key,
+                int(manifest["file_size"]),
+                float(manifest["duration"]),
+            )
+        reason = (
+            f"UPLOAD_FAILED after {attempts} attempts ({error}); "
+            f"the file is kept at {path} and the upload can be retried"
+        )
+        await self._send_manifest("failed", manifest, reason=reason, upload_pending=True)
+        return Outcome(
+            "failed",
+            reason,
+            None,
+            int(manifest["file_size"]),
+            float(manifest["duration"]),
+            str(path),
+        )
+
+    async def _put(self, path: Path, key: str, mime: str) -> None:
+        await self.storage.ensure_ready()
+        fh: io.BufferedReader = await asyncio.to_thread(path.open, "rb")
+        try:
+            size = os.fstat(fh.fileno()).st_size
+            await self.storage.put(key, fh, size, mime)
+        finally:
+            fh.close()
+        stored = await self.storage.stat(key)
+        if stored is None or stored.size != size:
+            raise OSError(f"storage holds {stored.size if stored else 'nothing'} of {size} bytes")
+
+    async def _send_manifest(self, phase: str, manifest: dict[str, Any], **extra: Any) -> None:
+        self.phase = phase
+        self.metrics.set_phase(phase)
+        if self.reporter is None:
+            return
+        body = {k: v for k, v in manifest.items() if k != "phase"}
+        body.update(extra)
+        body["phase"] = phase
+        if phase != "failed":  # the kept path matters only while the file waits for storage
+            body.pop("local_path", None)
+        await self.reporter.send(body, attempts=5)
+
+    async def retry_upload(self) -> Outcome:
+        """Upload a file an earlier run kept, with the manifest it left beside it."""
+        manifest = await asyncio.to_thread(self._kept_manifest)
+        if manifest is None:
+            return Outcome("failed", f"NOTHING_KEPT: no kept recording in {self.spool}")
+        return await self.upload(manifest)
+
+    def _kept_manifest(self) -> dict[str, Any] | None:
+        path = self.spool / "manifest.json"
+        if not path.is_file():
+            return None
+        manifest: dict[str, Any] = json.loads(path.read_text())
+        return manifest if Path(manifest["local_path"]).is_file() else None
+
+
+def _discard(frame: bytes, timestamp: int) -> None:
+    """The sink of tracks this recording leaves out."""
+
+
+def write_termination_log(path: Path, outcome: Outcome) -> None:
+    """The one-line summary Kubernetes shows as the container's termination message."""
+    with contextlib.suppress(OSError):
+        if path.parent.is_dir():
+            path.write_text(json.dumps(outcome.summary()) + "\n")
+
+
+async def run_recorder(settings: Settings, options: RecorderOptions) -> Outcome:
+    """Record (or retry an upload), report the outcome, return it."""
+    if settings.recorder_token is None:
+        raise SystemExit("KONFER_RECORDER_TOKEN is not set: the recorder needs its media token")
+    token = settings.recorder_token.get_secret_value()
+    recorder = Recorder(settings, options, token, storage_from_settings(settings))
+    recorder.reporter = Reporter(settings, options.recording_id, token)
+    if settings.recorder_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.recorder_metrics_port, registry=recorder.metrics.registry)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, recorder.stopping.set)
+    if early_stop_requested():
+        recorder.stopping.set()
+    try:
+        if options.retry_upload:
+            outcome = await recorder.retry_upload()
+        else:
+            outcome = await recorder.record()
+        if outcome.phase == "failed" and outcome.local_path is None:
+            await recorder._send("failed", reason=outcome.reason)
+        return outcome
+    finally:
+        await recorder.reporter.close()
+
+
+def run(settings: Settings, options: RecorderOptions) -> int:
+    """Blocking entry point of ``konfer recorder``; the process exit code."""
+    import uvloop
+
+    problems = hooks.check_compatibility()
+    if problems:
+        raise RuntimeError("aiortc does not match the recorder's hooks: " + "; ".join(problems))
+    hooks.set_ice_hosts(settings.sfu_ice_hosts or None)
+    # aiortc's own decoders and encoders are refused (and counted): a per-track recording
+    # must never decode, and the count it reports proves it.
+    hooks.codec_guard.install()
+    outcome = uvloop.run(run_recorder(settings, options))
+    write_termination_log(settings.recorder_termination_log, outcome)
+    print(json.dumps(outcome.summary()), flush=True)
+    if outcome.phase == "completed":
+        return 0
+    return EXIT_UPLOAD_FAILED if outcome.local_path else EXIT_FAILED
