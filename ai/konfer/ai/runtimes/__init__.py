@@ -1,0 +1,1 @@
+"""The runtimes a model server can run, one module per family (design §5)."""

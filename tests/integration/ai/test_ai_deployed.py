@@ -1,0 +1,227 @@
+"""Models the platform team deploys (ONNX from MinIO), routes with no model at all, and the
+AI rate limit."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from minio import Minio
+
+from konfer.core.inference import ModelSpec
+from tests.conftest import SettingsFactory, service_env
+from tests.helpers import assert_error
+from tests.integration.ai.conftest import espeak
+
+
+def iris_like_onnx() -> bytes:
+    """A tiny scikit-learn classifier, converted with skl2onnx (plain tensor outputs)."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(0, 0.3, (40, 2)), rng.normal(2, 0.3, (40, 2))]).astype(np.float32)
+    y = np.array([0] * 40 + [1] * 40)
+    model = LogisticRegression().fit(x, y)
+    onx = to_onnx(model, x[:1], options={id(model): {"zipmap": False}})
+    return bytes(onx.SerializeToString())
+
+
+def loudness_detector_onnx() -> bytes:
+    """An audio model: calls speech 'spoof' when its mean level is high. Labels in metadata."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Abs", ["audio"], ["mag"]),
+            helper.make_node("ReduceMean", ["mag"], ["level"], keepdims=1),
+            helper.make_node("Mul", ["level", "scale"], ["spoof"]),
+            helper.make_node("Neg", ["spoof"], ["bona"]),
+            helper.make_node("Concat", ["bona", "spoof"], ["scores"], axis=1),
+        ],
+        "loudness",
+        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, None])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [1], [40.0])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "labels", "bonafide,spoof"
+    return bytes(model.SerializeToString())
+
+
+@pytest.fixture(scope="module")
+def minio_models() -> dict[str, str]:
+    endpoint = service_env("KONFER_TEST_S3_ENDPOINT")
+    client = Minio(
+        endpoint,
+        access_key=service_env("KONFER_TEST_S3_ACCESS_KEY"),
+        secret_key=service_env("KONFER_TEST_S3_SECRET_KEY"),
+        secure=False,
+    )
+    bucket = "konfer-models-test"
+    if not client.bucket_exists(bucket):
+        client.make_bucket(bucket)
+    for prefix, blob in (("iris/v1", iris_like_onnx()), ("loudness/v1", loudness_detector_onnx())):
+        client.put_object(bucket, f"{prefix}/model.onnx", io.BytesIO(blob), len(blob))
+    return {"endpoint": endpoint, "bucket": bucket}
+
+
+async def test_onnx_models_from_minio_serve_tensors_and_synthesis_detection(
+    make_settings: SettingsFactory,
+    open_client: Any,
+    minio_models: dict[str, str],
+    speech_dir: Path,
+) -> None:
+    settings = make_settings(
+        "sqlite",
+        s3_endpoint=minio_models["endpoint"],
+        s3_access_key=service_env("KONFER_TEST_S3_ACCESS_KEY"),
+        s3_secret_key=service_env("KONFER_TEST_S3_SECRET_KEY"),
+        s3_bucket="konfer-onnx-app",
+        ai_models=[
+            ModelSpec(
+                name="iris-onnx",
+                task="sentiment",
+                runtime="onnx",
+                storage_uri=f"s3://{minio_models['bucket']}/iris/v1",
+            ),
+            ModelSpec(
+                name="loudness-spoof",
+                task="synthesis-detection",
+                runtime="onnx",
+                storage_uri=f"s3://{minio_models['bucket']}/loudness/v1",
+            ),
+        ],
+        ai_autoload=["iris-onnx", "loudness-spoof"],
+    )
+    async with open_client(settings) as client:
+        service = client.app.state.konfer.inference
+        assert service._autoload_task is not None
+        await service._autoload_task
+        user = await client.signup()
+        models = (await client.get("/api/v1/models", headers=user["headers"])).json()
+        listed = {m["model_id"]: m for m in models["data"]["models"]}
+        assert listed["iris-onnx"]["runtime"] == "onnx"
+        assert listed["iris-onnx"]["status"] == "loaded"
+
+        node = service.ready_nodes("iris-onnx")[0]
+        async with httpx.AsyncClient(base_url=node.url) as direct:
+            r = await direct.post(
+                "/v2/models/iris-onnx/infer",
+                json={
+                    "inputs": [
+                        {
+                            "name": "X",
+                            "shape": [2, 2],
+                            "datatype": "FP32",
+                            "data": [0.0, 0.1, 2.1, 1.9],
+                        }
+                    ]
+                },
+            )
+            assert r.status_code == 200, r.text
+            outputs = {o["name"]: o for o in r.json()["outputs"]}
+            assert outputs["label"]["data"] == [0, 1]
+            assert outputs["probabilities"]["shape"] == [2, 2]
+            info = (await direct.get("/konfer/models/iris-onnx")).json()
+            assert info["runtime"] == "onnx"
+            assert info["inputs"][0]["name"] == "X"
+
+        quiet = espeak("This is a quiet sentence.", speech_dir / "quiet.wav").read_bytes()
+        r = await client.post(
+            "/api/v1/speech/synthesis-detection",
+            headers=user["headers"],
+            files={"audio": ("q.wav", quiet, "audio/wav")},
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == "loudness-spoof"
+        assert body["baseline"] is False
+        assert isinstance(body["is_synthetic"], bool)
+        assert body["authenticity_score"] == pytest.approx(
+            1 - (body["confidence"] if body["is_synthetic"] else 1 - body["confidence"]), abs=1e-3
+        )
+        assert json.dumps(body)  # plain JSON
+
+
+ROUTES: list[tuple[str, dict[str, Any]]] = [
+    ("/api/v1/speech/recognition", {"files": True}),
+    ("/api/v1/speech/emotion", {"files": True}),
+    ("/api/v1/speech/synthesis-detection", {"files": True}),
+    ("/api/v1/ai/transcribe", {"files": True}),
+    ("/api/v1/audio/denoising", {"files": True}),
+    ("/api/v1/ai/summarize", {"json": {"text": "A. B."}}),
+    ("/api/v1/ai/analyze", {"json": {"text": "fine"}}),
+    ("/api/v1/ai/translate", {"json": {"text": "hi", "target_language": "pt"}}),
+]
+
+
+async def test_every_ai_route_without_a_model_answers_model_not_ready(
+    make_settings: SettingsFactory, open_client: Any
+) -> None:
+    from tests import media_samples as samples
+
+    wav = samples.media("wav", seconds=0.2)
+    async with open_client(make_settings("sqlite")) as client:
+        user = await client.signup()
+        for path, kind in ROUTES:
+            if kind.get("files"):
+                r = await client.post(
+                    path, headers=user["headers"], files={"audio": ("a.wav", wav, "audio/wav")}
+                )
+            else:
+                r = await client.post(path, headers=user["headers"], json=kind["json"])
+            err = assert_error(r, 503, "MODEL_NOT_READY")
+            assert "deploy" in err["message"], path
+        r = await client.post(
+            "/api/v1/video/enhancement",
+            headers=user["headers"],
+            files={"video": ("c.mp4", samples.media("mp4", seconds=0.3), "video/mp4")},
+            data={"enhancement_type": "denoising"},
+        )
+        assert_error(r, 503, "MODEL_NOT_READY")
+        r = await client.post(
+            "/api/v1/speech/recognition",
+            headers=user["headers"],
+            files={"audio": ("a.wav", wav, "audio/wav")},
+            data={"model": "no-such-model"},
+        )
+        assert_error(r, 400, "VALIDATION_ERROR")
+        listing = await client.get("/api/v1/nodes", headers=user["headers"])
+        assert listing.json()["data"] == {"count": 0, "nodes": []}
+        stats = await client.get("/api/v1/load-balancer/stats", headers=user["headers"])
+        assert stats.json() == {"stats": {}}
+
+
+async def test_ai_routes_share_the_ai_rate_limit_and_management_is_unlimited(
+    make_settings: SettingsFactory, open_client: Any
+) -> None:
+    settings = make_settings(
+        "sqlite", rate_limit_enabled=True, rate_limits={"ai": {"per_minute": 1, "burst": 2}}
+    )
+    async with open_client(settings) as client:
+        user = await client.signup()
+        h = user["headers"]
+        r = await client.post("/api/v1/ai/analyze", headers=h, json={"text": "ok"})
+        assert r.status_code == 503
+        assert r.headers["x-ratelimit-limit"] == "1"
+        r = await client.post("/api/v1/ai/summarize", headers=h, json={"text": "ok"})
+        assert r.status_code == 503
+        r = await client.post(
+            "/api/v1/speech/emotion", headers=h, files={"audio": ("a.wav", b"RIFF", "audio/wav")}
+        )
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["retry_after"] >= 1
+        for _ in range(5):
+            r = await client.get("/api/v1/models", headers=h)
+            assert r.status_code == 200
+            assert "x-ratelimit-limit" not in r.headers
