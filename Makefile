@@ -25,11 +25,11 @@ test: $(STAMP)
 	bash scripts/with-services.sh $(MAKE) --no-print-directory lint typecheck importlint pytest
 
 lint:
-	$(BIN)/ruff check core api sfu cli tests bench
-	$(BIN)/ruff format --check core api sfu cli tests bench
+	$(BIN)/ruff check core api sfu cli operator ai tests bench
+	$(BIN)/ruff format --check core api sfu cli operator ai tests bench
 
 typecheck:
-	$(BIN)/mypy -p konfer.core -p konfer.api -p konfer.sfu -p konfer.cli
+	$(BIN)/mypy -p konfer.core -p konfer.api -p konfer.sfu -p konfer.cli -p konfer.operator -p konfer.ai
 
 importlint:
 	$(BIN)/lint-imports
@@ -43,6 +43,8 @@ bench: $(STAMP)
 	bash scripts/with-services.sh $(BIN)/python bench/signaling.py
 	$(BIN)/python bench/sfu.py
 	bash scripts/with-services.sh $(BIN)/python bench/browser.py
+	$(BIN)/python bench/operator.py
+	$(BIN)/python bench/asr.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -30,6 +30,7 @@ from konfer.api.authcache import AuthCache
 from konfer.api.db.engine import create_engine, create_sessionmaker
 from konfer.api.db.migrate import upgrade
 from konfer.api.errors import install_error_handlers
+from konfer.api.inference.setup import attach_inference, detach_inference
 from konfer.api.metrics import ApiMetrics
 from konfer.api.middleware import KonferMiddleware
 from konfer.api.routers import (
@@ -39,22 +40,36 @@ from konfer.api.routers import (
     media,
     meetings,
     my_meetings,
+    recordings,
     sessions,
+    streaming,
     system,
     users,
     webrtc,
 )
+from konfer.api.routers import ai as ai_routes
+from konfer.api.routers import ai_models as ai_model_routes
+from konfer.api.runtime.base import SfuRuntime
 from konfer.api.runtime.local import LocalSfuRuntime, MemoryDirectory, RedisDirectory
+from konfer.api.runtime.recorders import LocalRecorderRuntime
 from konfer.api.schemas.common import ERROR_RESPONSES
+from konfer.api.services import recordings as recordings_service
+from konfer.api.services import streaming as streaming_service
 from konfer.api.services.bootstrap import ensure_admin
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.signaling import endpoint as signaling_endpoint
 from konfer.api.signaling.chatstore import ChatWriter
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.media import NoMediaRouter
-from konfer.api.signaling.presence import MemoryPresence, Presence, RedisPresence
+from konfer.api.signaling.presence import (
+    MemoryPresence,
+    Presence,
+    RedisPresence,
+    room_user_count,
+)
 from konfer.api.signaling.sfu_router import SfuMediaRouter
 from konfer.api.state import AppState
+from konfer.api.tracing import install_tracing
 from konfer.core.bus import Bus, MemoryBus, RedisBus
 from konfer.core.keys import KeyRing
 from konfer.core.ratelimit import (
@@ -143,10 +158,36 @@ def attach_sfu(state: AppState) -> None:
             },
         )
 
-    runtime = LocalSfuRuntime(settings, directory, on_crash=on_crash)
+    runtime: SfuRuntime
+    if settings.runtime == "kubernetes":
+        # Meeting objects the operator runs; participants feed its idle timeout.
+        from konfer.api.runtime.kubernetes import KubernetesSfuRuntime
+
+        async def participants(meeting_id: str) -> int:
+            return await room_user_count(state.presence, meeting_id)
+
+        runtime = KubernetesSfuRuntime(settings, participants)
+    else:
+        runtime = LocalSfuRuntime(settings, directory, on_crash=on_crash)
     router = SfuMediaRouter(runtime, state.tokens, settings.media_token_ttl_seconds)
     state.sfu_runtime = runtime
     state.hub.media = router
+
+    async def on_recorder_exit(recording_id: str, code: int) -> None:
+        await recordings_service.recorder_exited(state, recording_id, code)
+
+    async def on_streamer_exit(stream_id: str, code: int) -> None:
+        await streaming_service.streamer_exited(state, stream_id, code)
+
+    if settings.runtime == "kubernetes":
+        # Recording objects the operator runs as Jobs; recorders report over HTTP.
+        from konfer.api.runtime.kubernetes import KubernetesRecorderRuntime
+
+        state.recorder_runtime = KubernetesRecorderRuntime(settings)
+        return
+    state.recorder_runtime = LocalRecorderRuntime(
+        settings, on_exit=on_recorder_exit, on_stream_exit=on_streamer_exit
+    )
 
 
 async def start_state(state: AppState) -> None:
@@ -163,11 +204,15 @@ async def start_state(state: AppState) -> None:
     await state.bus.start(dispatch)
     await state.bus.subscribe(AUTH_CHANNEL)
     await state.hub.start()
+    await attach_inference(state)
 
 
 async def close_state(state: AppState) -> None:
     await state.hub.stop()
     await state.chat.close()
+    await detach_inference(state)
+    if state.recorder_runtime is not None:
+        await state.recorder_runtime.close()
     if state.sfu_runtime is not None:
         await state.sfu_runtime.close()
     await state.bus.close()
@@ -204,6 +249,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = await build_state(settings, passwords)
+        if tracing is not None:
+            tracing.instrument_engine(state.engine)
         app.state.konfer = state
         app.state.hub = state.hub
         await start_state(state)
@@ -213,6 +260,8 @@ def create_app(
             yield
         finally:
             await close_state(state)
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Konfer API",
@@ -220,6 +269,7 @@ def create_app(
         description="Self-hosted video meetings: identity, meetings, signaling, media and AI.",
         lifespan=lifespan,
     )
+    tracing = install_tracing(app, settings)  # KONFER_OTLP_ENDPOINT; None when unset
     install_error_handlers(app)
     app.add_middleware(KonferMiddleware, state_getter=lambda: app.state.konfer)
     if settings.cors_origins:
@@ -251,6 +301,13 @@ def create_app(
         admin_users.router,
         media.router,
         ffmpeg.router,
+        recordings.router,
+        recordings.meeting_router,
+        recordings.internal_router,
+        streaming.router,
+        streaming.internal_router,
+        ai_routes.router,
+        ai_model_routes.router,
     ):
         app.include_router(router, responses=ERROR_RESPONSES)
     mount_web_client(app)  # keep last: it answers only what no api route does

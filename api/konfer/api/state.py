@@ -10,8 +10,10 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from konfer.api.authcache import AuthCache
+from konfer.api.inference.service import InferenceService
 from konfer.api.metrics import ApiMetrics
-from konfer.api.runtime.local import LocalSfuRuntime
+from konfer.api.runtime.base import SfuRuntime
+from konfer.api.runtime.recorders import RecorderRuntime
 from konfer.api.services.passwords import PasswordHasher
 from konfer.api.signaling.hub import SignalingHub
 from konfer.api.signaling.presence import Presence
@@ -44,4 +46,6 @@ class AppState:
     hub: SignalingHub
     chat: ChatWriter
     auth_cache: AuthCache
-    sfu_runtime: LocalSfuRuntime | None
+    sfu_runtime: SfuRuntime | None
+    recorder_runtime: RecorderRuntime | None = None
+    inference: InferenceService | None = None

@@ -199,6 +199,98 @@ def cmd_sfu(args: argparse.Namespace) -> None:
     run(settings, options)
 
 
+def cmd_recorder(args: argparse.Namespace) -> None:
+    from konfer.sfu.recorder import catch_early_stop
+
+    catch_early_stop()  # a stop during the slow imports below must finalize, not kill
+    from konfer.sfu.recorder.session import RecorderOptions, run
+
+    settings = _settings(argparse.Namespace())
+    configure_logging(settings.log_level, json=settings.json_logs)
+    if args.exit_with_parent:
+        from konfer.core.process import die_with_parent
+
+        die_with_parent()
+    options = RecorderOptions(
+        recording_id=args.recording_id,
+        meeting_id=args.meeting_id,
+        sfu_url=args.sfu_url,
+        format=args.format,
+        layout=args.layout,
+        max_duration_seconds=args.max_duration_seconds,
+        sources=frozenset(s for s in args.sources.split(",") if s),
+        retry_upload=args.retry_upload,
+    )
+    sys.exit(run(settings, options))
+
+
+def cmd_model_server(args: argparse.Namespace) -> None:
+    from konfer.ai.server import ServeOptions, serve
+    from konfer.core.inference import ModelSpec
+
+    settings = _settings(argparse.Namespace())
+    configure_logging(settings.log_level, json=settings.json_logs)
+    if args.exit_with_parent:
+        from konfer.core.process import die_with_parent
+
+        die_with_parent()
+    try:
+        spec = ModelSpec(
+            name=args.name,
+            task=args.task,
+            runtime=args.runtime,
+            storage_uri=args.storage_uri,
+            device=args.device,
+        )
+    except ValidationError as exc:
+        sys.exit(f"konfer: invalid model:\n{exc}")
+    from konfer.ai.models import ModelFilesError
+    from konfer.ai.server import UnsupportedRuntime
+
+    try:
+        serve(
+            settings,
+            ServeOptions(spec=spec, host=args.host, port=args.http_port, device=args.device),
+        )
+    except (UnsupportedRuntime, ModelFilesError) as exc:
+        sys.exit(f"konfer: cannot serve {spec.name}: {exc}")
+
+
+def cmd_operator(args: argparse.Namespace) -> None:
+    from konfer.operator.main import run
+
+    settings = _settings(argparse.Namespace())
+    configure_logging(settings.log_level, json=settings.json_logs)
+    if args.all_namespaces:
+        namespaces: list[str] = []
+    elif args.namespace:
+        namespaces = list(args.namespace)
+    else:
+        namespaces = settings.operator_namespaces
+    run(settings, namespaces=namespaces, standalone=args.standalone)
+
+
+def cmd_streamer(args: argparse.Namespace) -> None:
+    from konfer.sfu.streaming.worker import StreamOptions, run
+
+    settings = _settings(argparse.Namespace())
+    configure_logging(settings.log_level, json=settings.json_logs)
+    if args.exit_with_parent:
+        from konfer.core.process import die_with_parent
+
+        die_with_parent()
+    options = StreamOptions(
+        stream_id=args.stream_id,
+        meeting_id=args.meeting_id,
+        sfu_url=args.sfu_url,
+        kind=args.type,
+        rtmp_url=args.rtmp_url,
+        user_id=args.user_id,
+        video_bitrate=args.video_bitrate,
+    )
+    sys.exit(run(settings, options))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="konfer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,6 +330,80 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-with-parent", action="store_true", help="stop when the starting process exits"
     )
     sfu.set_defaults(func=cmd_sfu)
+
+    rec = sub.add_parser("recorder", help="record one meeting (needs the sfu extra)")
+    rec.add_argument("--recording-id", required=True)
+    rec.add_argument("--meeting-id", required=True)
+    rec.add_argument("--sfu-url", required=True, help="the meeting's SFU control URL")
+    rec.add_argument("--format", choices=["webm", "mkv", "mp4"], default="webm")
+    rec.add_argument("--layout", choices=["per-track", "grid", "speaker"], default="per-track")
+    rec.add_argument("--max-duration-seconds", type=int)
+    rec.add_argument(
+        "--sources",
+        default="camera,microphone,screen_share",
+        help="comma-separated track sources to record",
+    )
+    rec.add_argument(
+        "--retry-upload", action="store_true", help="upload a file an earlier run kept"
+    )
+    rec.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process exits"
+    )
+    rec.set_defaults(func=cmd_recorder)
+
+    st = sub.add_parser("streamer", help="live-stream one meeting (needs the sfu extra)")
+    st.add_argument("--stream-id", required=True)
+    st.add_argument("--meeting-id", required=True)
+    st.add_argument("--sfu-url", required=True, help="the meeting's SFU control URL")
+    st.add_argument("--type", choices=["hls", "dash", "rtmp"], required=True)
+    st.add_argument("--rtmp-url", help="where an rtmp stream is pushed")
+    st.add_argument("--user-id", help="whose camera and microphone to stream")
+    st.add_argument("--video-bitrate", type=int, default=1_500_000)
+    st.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process exits"
+    )
+    st.set_defaults(func=cmd_streamer)
+
+    ms = sub.add_parser("model-server", help="serve one AI model (needs the ai extra)")
+    ms.add_argument("--name", required=True, help="model name (the InferenceModel's)")
+    ms.add_argument(
+        "--task",
+        required=True,
+        choices=[
+            "speech-recognition",
+            "emotion-detection",
+            "synthesis-detection",
+            "translation",
+            "summarization",
+            "sentiment",
+            "audio-denoising",
+            "video-enhancement",
+        ],
+    )
+    ms.add_argument(
+        "--runtime", choices=["faster-whisper", "onnx", "ctranslate2", "builtin"], required=True
+    )
+    ms.add_argument("--storage-uri", help="s3://bucket/prefix, file:///dir or packaged:<name>")
+    ms.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    ms.add_argument("--http-port", type=int, default=8080)
+    ms.add_argument("--host", default="0.0.0.0", help="listen address")  # noqa: S104
+    ms.add_argument(
+        "--exit-with-parent", action="store_true", help="stop when the starting process exits"
+    )
+    ms.set_defaults(func=cmd_model_server)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (needs the operator extra)")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        action="append",
+        help="watch this namespace (repeatable; KONFER_OPERATOR_NAMESPACES)",
+    )
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    op.add_argument(
+        "--standalone", action="store_true", help="no leader election: the only replica"
+    )
+    op.set_defaults(func=cmd_operator)
 
     admin = sub.add_parser("admin", help="administrator tasks")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)

@@ -11,13 +11,26 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from konfer.core.inference import ModelSpec
+
 DEFAULT_S3_ACCESS_KEY = "minioadmin"
 DEFAULT_S3_SECRET_KEY = "minioadmin"
+
+
+def _image(component: str) -> str:
+    """Default image of a component: konfer/<component> tagged with this package's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tag = version("konfer")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        tag = "latest"
+    return f"konfer/{component}:{tag}"
 
 
 class Environment(StrEnum):
@@ -64,6 +77,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     json_logs: bool = True
     service_name: str = "konfer-api"
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL (http://collector:4318); tracing off when unset",
+    )
+    otlp_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Share of new traces recorded (parent-based)"
+    )
 
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; SQLite under data_dir when unset"
@@ -185,6 +205,145 @@ class Settings(BaseSettings):
         default=500, ge=0, description="At most one keyframe request upstream per track per this"
     )
 
+    # Recording (`konfer recorder`, one process per recording) and the api's side of it.
+    recorder_token: SecretStr | None = Field(
+        default=None, description="The recorder's media token (grants recorder + hidden)"
+    )
+    recorder_callback_url: str | None = Field(
+        default=None,
+        description="api base URL recorders report to; http://127.0.0.1:<port> when unset",
+    )
+    recording_spool_dir: Path | None = Field(
+        default=None,
+        description="Where recorders write and keep files; data_dir/recordings when unset",
+    )
+    recording_upload_attempts: int = Field(default=5, ge=1, le=50)
+    recording_upload_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First retry delay; doubles per attempt, capped at 60 s"
+    )
+    recording_heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a recorder reports (and hears a stop)"
+    )
+    recording_max_duration_seconds: int = Field(default=4 * 3600, gt=0)
+    recorder_metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve the recorder's /metrics on this port"
+    )
+    recorder_termination_log: Path = Field(
+        default=Path("/dev/termination-log"),
+        description="Where a recorder writes its one-line JSON summary (Kubernetes)",
+    )
+
+    # Kubernetes: the api's `kubernetes` runtime and the operator (`konfer operator`).
+    runtime: Literal["local", "kubernetes"] = Field(
+        default="local",
+        description="local: SFUs as child processes; kubernetes: Meeting objects the operator runs",
+    )
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file; the pod's service account when unset"
+    )
+    kubernetes_namespace: str = Field(
+        default="default", description="Namespace the api creates Meetings and Recordings in"
+    )
+    kubernetes_sfu_ready_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="How long starting a meeting waits for status.sfu.ready"
+    )
+    operator_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces the operator watches; all namespaces if empty",
+    )
+    operator_sfu_image: str = Field(default_factory=lambda: _image("sfu"))
+    operator_recorder_image: str = Field(default_factory=lambda: _image("recorder"))
+    operator_model_server_image: str = Field(default_factory=lambda: _image("model-server"))
+    operator_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    operator_api_url: str = Field(
+        default="http://konfer-api:8000",
+        description="The api's in-cluster base URL: SFUs fetch its JWKS, recorders report to it",
+    )
+    operator_env_secret: str | None = Field(
+        default=None,
+        description="Secret whose keys become SFU and recorder pods' environment (KONFER_S3_…)",
+    )
+    operator_sfu_port: int = Field(default=7880, ge=1, le=65535, description="SFU control port")
+    operator_sfu_host_network: bool = Field(
+        default=False, description="Run SFU pods on the node's network (no TURN relay needed)"
+    )
+    operator_sfu_cpu: str = Field(default="500m", description="SFU CPU request (≈ 60 % of a core)")
+    operator_sfu_memory: str = Field(default="256Mi", description="SFU memory request")
+    operator_sfu_cpu_limit: str = "1"
+    operator_sfu_memory_limit: str = "1Gi"
+    operator_sfu_start_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="A Meeting whose SFU is not ready after this fails"
+    )
+    operator_recorder_backoff_limit: int = Field(default=1, ge=0)
+    operator_recorder_grace_seconds: int = Field(
+        default=60, ge=1, description="Time a stopped recorder has to finish and upload its file"
+    )
+    operator_recorder_pod_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON object of annotations for recorder pods (e.g. no mesh sidecar)",
+    )
+    operator_model_server_port: int = Field(default=8080, ge=1, le=65535)
+    operator_resync_seconds: float = Field(
+        default=1.0, gt=0, description="How often Meetings' clocks (endTime, idle) are checked"
+    )
+    operator_health_port: int = Field(
+        default=8081, ge=0, le=65535, description="Liveness (/healthz) port; 0 turns it off"
+    )
+    operator_metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Prometheus /metrics port; 0 turns it off"
+    )
+    operator_lease_name: str = "konfer-operator"
+    operator_lease_namespace: str = Field(
+        default="konfer", description="Namespace of the leader-election Lease (the pod's own)"
+    )
+    operator_identity: str | None = Field(
+        default=None, description="This replica's name in the Lease; the host name when unset"
+    )
+
+    # AI: model servers (`konfer model-server`) and the api's side of them.
+    ai_models: list[ModelSpec] = Field(
+        default_factory=list,
+        description="JSON list of models deployed beside the built-ins (local runtime)",
+    )
+    ai_autoload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated model names the api loads at start (local runtime)",
+    )
+    ai_cache_dir: Path | None = Field(
+        default=None, description="Joined and downloaded models; data_dir/cache when unset"
+    )
+    ai_device: Literal["cpu", "gpu"] = Field(
+        default="cpu", description="Where local model servers run (gpu: CUDA float16)"
+    )
+    ai_cpu_threads: int = Field(default=0, ge=0, description="Threads per model; 0 = all cores")
+    ai_server_start_timeout_seconds: float = Field(default=180.0, gt=0)
+    ai_request_timeout_seconds: float = Field(default=600.0, gt=0)
+    ai_health_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often the api probes its model servers"
+    )
+    ai_max_audio_mb: int = Field(default=100, gt=0, description="Upload cap for AI audio routes")
+    ai_max_video_mb: int = Field(default=200, gt=0, description="Upload cap for /video/enhancement")
+    ai_max_text_chars: int = Field(default=200_000, gt=0)
+    ai_alert_cpu_percent: float = Field(default=90.0, gt=0)
+    ai_alert_memory_percent: float = Field(default=80.0, gt=0)
+    ai_alert_error_rate: float = Field(default=0.05, ge=0, le=1)
+    ai_alert_latency_seconds: float = Field(default=10.0, gt=0)
+    ai_transcribe_recordings: bool = Field(
+        default=False,
+        description="Transcribe and summarize every completed recording (speech model needed)",
+    )
+
+    @field_validator("ai_autoload", mode="before")
+    @classmethod
+    def _split_autoload(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @cached_property
+    def resolved_ai_cache_dir(self) -> Path:
+        return self.ai_cache_dir or self.data_dir / "cache"
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
@@ -195,6 +354,7 @@ class Settings(BaseSettings):
                 "stun_urls",
                 "turn_urls",
                 "sfu_ice_hosts",
+                "operator_namespaces",
             ):
                 value = data.get(key)
                 if isinstance(value, str):
@@ -258,6 +418,10 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_keys_dir(self) -> Path:
         return self.signing_keys_dir or self.data_dir / "keys"
+
+    @cached_property
+    def resolved_recording_spool_dir(self) -> Path:
+        return self.recording_spool_dir or self.data_dir / "recordings"
 
     @cached_property
     def resolved_public_url(self) -> str:
