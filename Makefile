@@ -43,8 +43,10 @@ bench: $(STAMP)
 	bash scripts/with-services.sh $(BIN)/python bench/signaling.py
 	$(BIN)/python bench/sfu.py
 	bash scripts/with-services.sh $(BIN)/python bench/browser.py
+	bash scripts/with-services.sh $(BIN)/python bench/media.py
+	$(BIN)/python bench/recording.py
 	$(BIN)/python bench/operator.py
-	$(BIN)/python bench/asr.py
+	bash scripts/with-services.sh $(BIN)/python bench/asr.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
