@@ -19,7 +19,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from konfer.api.db.models import ChatMessage, Meeting, Participant
@@ -90,16 +90,23 @@ class ChatWriter:
 
     async def _write(self, batch: list[_Pending]) -> None:
         meeting_ids = {item.meeting_id for item in batch}
-        pairs = {(item.meeting_id, item.user_id) for item in batch}
+        user_ids = {item.user_id for item in batch}
         async with self._sessionmaker() as session:
-            found = await session.execute(select(Meeting).where(Meeting.id.in_(meeting_ids)))
-            by_id = {m.id: m for m in found.scalars()}
-            members = await session.execute(
-                select(Participant).where(
-                    tuple_(Participant.meeting_id, Participant.user_id).in_(list(pairs))
+            # One round trip: each meeting with the batch's senders who belong to it.
+            found = await session.execute(
+                select(Meeting, Participant)
+                .outerjoin(
+                    Participant,
+                    (Participant.meeting_id == Meeting.id) & Participant.user_id.in_(user_ids),
                 )
+                .where(Meeting.id.in_(meeting_ids))
             )
-            by_pair = {(p.meeting_id, p.user_id): p for p in members.scalars()}
+            by_id: dict[uuid.UUID, Meeting] = {}
+            by_pair: dict[tuple[uuid.UUID, uuid.UUID], Participant] = {}
+            for found_meeting, member in found.tuples():
+                by_id[found_meeting.id] = found_meeting
+                if member is not None:
+                    by_pair[(member.meeting_id, member.user_id)] = member
             accepted: list[tuple[_Pending, ChatMessage]] = []
             for item in batch:
                 try:
