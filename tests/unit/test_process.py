@@ -40,3 +40,34 @@ def test_child_exits_when_parent_is_killed() -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child)
+
+
+ARENAS = """
+import ctypes, sys, threading
+from konfer.core.process import limit_malloc_arenas
+capped = sys.argv[1] == "capped"
+if capped:
+    assert limit_malloc_arenas(2)
+barrier = threading.Barrier(8)
+def work():
+    barrier.wait()  # all threads allocate at once, so each wants an arena of its own
+    keep = [bytearray(64 * 1024) for _ in range(64)]
+    barrier.wait()
+    del keep
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def _arenas(mode: str) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True
+    )
+    return out.stderr.count("Arena ")
+
+
+def test_capped_malloc_arenas_keep_threads_from_growing_their_own() -> None:
+    assert _arenas("capped") <= 2
+    assert _arenas("default") > 2  # the cap, not the workload, keeps the count down

@@ -39,7 +39,9 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from konfer.api.app import create_app
+    from konfer.core.process import limit_malloc_arenas
 
+    limit_malloc_arenas()  # before any upload or storage thread exists
     configure_logging(settings.log_level, json=settings.json_logs)
     app = create_app(settings)
     print(f"Konfer is running at {settings.resolved_public_url}  (Ctrl+C to stop)", flush=True)

@@ -26,3 +26,23 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
     if os.getppid() != parent:  # the parent died before the switch was set
         os.kill(os.getpid(), sig)
     return True
+
+
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for a long-running server process.
+
+    glibc gives threads arenas of their own (up to 8 per core); the api's upload, storage
+    and probe threads each leave freed buffers behind in theirs, so resident memory climbs
+    with every transfer and never comes back. Must run before those threads start.
+    Returns False where the C library has no such switch.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, arenas) == 1)
+    except (OSError, AttributeError):
+        return False
