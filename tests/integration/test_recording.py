@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,17 @@ async def test_five_second_recording_is_stored_playable_and_stream_copied(
         assert started["meeting_id"] == mid
         body = await _status_until(api, host, rid, {"recording"}, 20)
         assert body["status"] == "recording", body
-        began = time.monotonic()
+        # The reference is the recorder's first frame (started_at), not when this test saw
+        # the status change: polling and the first report would otherwise count as error.
+        assert body["started_at"] is not None, body
+        began = datetime.fromisoformat(body["started_at"]).timestamp()
         # The recorder is hidden: participants do not see it.
         peers = (await api.get(f"/api/v1/webrtc/room/{mid}/peers", headers=host["headers"])).json()[
             "peers"
         ]
         assert {p["user_id"] for p in peers} == {host["user_id"], guest["user_id"]}
-        await asyncio.sleep(5 - (time.monotonic() - began))
-        ended = time.monotonic()
+        await asyncio.sleep(max(0.0, 5 - (time.time() - began)))
+        ended = time.time()
         r = await api.post(
             "/api/v1/recording/stop", json={"recording_id": rid}, headers=host["headers"]
         )
