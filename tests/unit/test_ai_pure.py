@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from konfer.ai.runtimes.whisper import cue_spans
 from konfer.api.inference.subtitles import to_srt, to_text, to_vtt
 from konfer.core.inference import BUILTIN_MODELS, ModelSpec, Task
 from konfer.core.settings import Settings
@@ -137,3 +138,26 @@ def test_sentiment_labels_fixed_texts(text_models: dict[str, Any]) -> None:
     neutral = model.infer({"text": "The report has twelve pages."})
     assert neutral["sentiment"] == "neutral"
     assert re.fullmatch(r"vader|snownlp", neutral["engine"])
+
+
+def test_cues_end_at_sentences_pauses_and_length_limits() -> None:
+    words = [
+        (" Good", 0.0, 0.3),
+        (" morning.", 0.3, 0.8),
+        (" Today", 1.0, 1.3),
+        (" we", 1.3, 1.4),
+        (" review", 3.0, 3.4),  # a 1.6 s pause before it
+    ] + [(" word", 3.5 + i * 0.5, 3.9 + i * 0.5) for i in range(20)]
+    spans = cue_spans(words)
+    assert spans[:3] == [(0, 2), (2, 4), (4, spans[2][1])]
+    assert spans[-1][1] == len(words)
+    assert all(a < b for a, b in spans)
+    assert [i for a, b in spans for i in range(a, b)] == list(range(len(words)))
+    for a, b in spans:
+        assert words[b - 1][2] - words[a][1] <= 7.0
+        assert sum(len(w) for w, _, _ in words[a:b]) <= 84
+
+
+def test_cues_of_nothing_and_one_word() -> None:
+    assert cue_spans([]) == []
+    assert cue_spans([(" Hi", 0.0, 0.2)]) == [(0, 1)]

@@ -346,6 +346,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
+    ai_whisper_batch_size: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "Speech longer than one 30 s window is cut at pauses (VAD) and its windows decoded"
+            " as one batch of this size; 0 decodes window after window"
+        ),
+    )
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
             for key in (

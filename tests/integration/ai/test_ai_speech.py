@@ -103,6 +103,34 @@ async def test_transcribe_answers_valid_srt_vtt_and_json_with_word_timestamps(
     assert "budget" in results["text"]["transcription"].lower()
 
 
+async def test_speech_longer_than_a_window_is_batched_and_cut_into_short_cues(
+    api: ApiClient, ai: dict[str, Any], speech_dir: Path
+) -> None:
+    """Over 30 s the server decodes VAD windows as a batch; each window comes back as
+    one segment and must still reach the user as caption-sized cues, every word kept."""
+    long_script = " ".join([SCRIPT] * 3)
+    audio = espeak(long_script, speech_dir / "long.wav").read_bytes()
+    r = await api.post(
+        "/api/v1/ai/transcribe",
+        headers=ai["user"]["headers"],
+        files={"audio": ("long.wav", audio, "audio/wav")},
+        data={"format": "json", "language": "en", "model": "whisper-tiny.en"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration"] > 30
+    assert wer(long_script, body["transcription"]) < 0.10, body["transcription"]
+    segments = body["segments"]
+    assert len(segments) >= 6  # the script has 15 sentences in 3 windows at most
+    for seg in segments:
+        assert seg["end"] - seg["start"] <= 7.5, seg
+        assert seg["words"], seg
+        assert seg["start"] <= seg["words"][0]["start"] <= seg["words"][-1]["end"] <= seg["end"]
+    starts = [seg["start"] for seg in segments]
+    assert starts == sorted(starts)
+    assert segments[-1]["end"] <= body["duration"] + 0.5
+
+
 async def test_a_language_the_model_cannot_handle_is_refused(
     api: ApiClient, ai: dict[str, Any], script_wav: bytes
 ) -> None:
