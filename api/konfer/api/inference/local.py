@@ -36,6 +36,7 @@ def _free_port() -> int:
 
 class LocalModelRuntime:
     name = "local"
+    shared_nodes = False
 
     def __init__(
         self, settings: Settings, on_exit: Callable[[Node], Awaitable[None]] | None = None
@@ -159,6 +160,9 @@ class LocalModelRuntime:
         entry = self._children.pop(node.node_id, None)
         if entry is not None:
             await self._terminate(entry[1])
+
+    async def release(self, spec: ModelSpec) -> None:
+        """Nothing to do: a model's servers are its nodes, each stopped by ``stop``."""
 
     async def discover(self) -> list[Node]:
         return [node for node, _ in self._children.values()]

@@ -5,12 +5,12 @@ the local runtime, a pod of the model's KServe InferenceService in Kubernetes. E
 above (balancing, failover, monitoring, the routes) works on nodes and never asks which
 runtime made them.
 
-A Kubernetes runtime implements the same protocol: ``specs`` lists built-ins plus the
-namespace's InferenceModel objects; ``start`` creates or scales up the InferenceModel
-(``minReplicas``; a ``node_id`` becomes a nodeSelector on that Kubernetes node);
-``stop`` scales down or deletes it; ``discover`` lists the InferenceService's ready pods
-(label ``serving.kserve.io/inferenceservice``) and returns one node per pod, addressed by
-pod IP and port 8080.
+The Kubernetes runtime (``kubernetes.KubernetesModelRuntime``) implements the same
+protocol: ``specs`` lists built-ins plus the namespace's InferenceModel objects; ``start``
+creates or scales up the InferenceModel (``minReplicas``); ``stop`` scales it down and
+``release`` deletes it (or scales a platform's one to zero); ``discover`` lists the
+InferenceService's pods (label ``serving.kserve.io/inferenceservice``) and returns one node
+per pod, addressed by pod IP and port 8080, not Ready ones as ``starting``/``offline``.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ class ModelRuntime(Protocol):
     """Starts and stops model servers; ``local`` and ``kubernetes`` implement it."""
 
     name: str
+    # True when nodes exist outside this api replica (Kubernetes pods): the service then
+    # adopts what ``discover`` finds and drops what it no longer finds, so every replica
+    # sees the same nodes. False when this replica owns its nodes (local processes).
+    shared_nodes: bool
 
     def specs(self) -> list[ModelSpec]:
         """Every model that can be loaded (built-ins and deployed ones)."""
@@ -78,6 +82,10 @@ class ModelRuntime(Protocol):
         ...
 
     async def stop(self, node: Node) -> None: ...
+
+    async def release(self, spec: ModelSpec) -> None:
+        """Nothing of the model keeps running (unloading it whole, even with no node yet)."""
+        ...
 
     async def discover(self) -> list[Node]:
         """Servers that exist now (the local runtime knows its children)."""

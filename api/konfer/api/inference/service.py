@@ -64,7 +64,7 @@ DEFAULT_MODEL: dict[Task, str] = {
 
 
 def how_to_deploy(task: Task, model: str | None = None) -> str:
-    subject = f"model {model}" if model else f"a {task.value} model"
+    subject = f"model {model}" if model else f"{task.value} model"
     return (
         f"No {subject} is loaded. An administrator can load a built-in one with "
         f"POST /api/v1/models/{{model_id}}/load (see GET /api/v1/models for the {task.value} "
@@ -156,6 +156,8 @@ class InferenceService:
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.runtime.shared_nodes:
+            await self._sync_logged()
         self._probe_task = asyncio.create_task(self._probe_loop(), name="inference-probe")
         if self.settings.ai_autoload:
             # In the background: the api serves (and answers MODEL_NOT_READY) meanwhile.
@@ -199,7 +201,7 @@ class InferenceService:
         state = self.models[model_id]
         if self.ready_nodes(model_id):
             return "loaded"
-        if state.loading:
+        if state.loading or any(n.status == "starting" for n in self.nodes_of(model_id)):
             return "loading"
         if state.error or any(n.status == "offline" for n in self.nodes_of(model_id)):
             return "error"
@@ -248,12 +250,19 @@ class InferenceService:
             return node
 
     async def unload(self, model_id: str, node_id: str | None = None) -> list[Node]:
-        self.spec(model_id)
+        spec = self.spec(model_id)
         targets = self.nodes_of(model_id)
         if node_id is not None:
             targets = [n for n in targets if n.node_id == node_id]
             if not targets:
                 raise NotFound(f"Model '{model_id}' is not loaded on node '{node_id}'")
+        elif self.runtime.shared_nodes:
+            # The whole model, including replicas that have no pod yet.
+            await self.runtime.release(spec)
+            for node in targets:
+                node.status = "stopped"
+                self.nodes.pop(node.node_id, None)
+            return targets
         for node in targets:
             await self.runtime.stop(node)
             self.nodes.pop(node.node_id, None)
@@ -429,25 +438,88 @@ class InferenceService:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.ai_health_interval_seconds)
+            if self.runtime.shared_nodes:
+                await self._sync_logged()
             for node in list(self.nodes.values()):
-                if node.status in ("stopped", "offline"):
+                if node.status in ("stopped", "offline", "starting"):
                     continue
                 with contextlib.suppress(Exception):
                     await self.probe(node)
+
+    async def sync(self) -> None:
+        """Adopt the nodes a shared runtime has and drop those it no longer has.
+
+        Every api replica runs this against the same cluster, so all see the same nodes.
+        A node the cluster reports ready joins rotation only once this replica's own probe
+        reached it; one that stops being ready is taken out like a failed server.
+        """
+        found = await self.runtime.discover()
+        specs = {s.name: s for s in self.runtime.specs()}
+        for name, spec in specs.items():
+            state = self.models.get(name)
+            if state is None:
+                self.models[name] = ModelState(spec)
+            else:
+                state.spec = spec
+        for name in [n for n in self.models if n not in specs]:
+            if not self.nodes_of(name) and not self.models[name].loading:
+                del self.models[name]
+        seen: set[str] = set()
+        check: list[Node] = []
+        for fresh in found:
+            seen.add(fresh.node_id)
+            node = self.nodes.get(fresh.node_id)
+            if node is None or node.status == "stopped":
+                self.nodes[fresh.node_id] = node = fresh
+                if fresh.status == "online":
+                    node.status = "starting"
+                    check.append(node)
+                continue
+            node.url, node.spec = fresh.url, fresh.spec
+            if fresh.status == "online":
+                if not node.ready:
+                    check.append(node)
+            elif node.ready:
+                self._fail(node, f"the cluster reports it not ready ({fresh.error})")
+            elif node.status != "offline" or fresh.status == "offline":
+                node.status, node.error = fresh.status, fresh.error
+        for node_id in [i for i in self.nodes if i not in seen]:
+            self.nodes.pop(node_id).status = "stopped"
+        await asyncio.gather(*(self._verify(node) for node in check))
+
+    async def _verify(self, node: Node) -> None:
+        with contextlib.suppress(Exception):
+            await self.probe(node)
+
+    async def _sync_logged(self) -> None:
+        try:
+            await self.sync()
+        except KonferError as exc:
+            log.error("model server discovery failed", extra={"error": exc.message})
+        except Exception:
+            log.exception("model server discovery failed")
 
     async def probe(self, node: Node) -> dict[str, Any]:
         """Readiness and resource use of one node, now; a dead one is taken out."""
         started = time.perf_counter()
         checks: dict[str, str] = {}
+        error: str | None = None
         try:
+            if not node.url:
+                raise httpx.ConnectError("the pod has no IP address yet")
             ready = await self._http.get(f"{node.url}/v2/models/{node.spec.name}/ready", timeout=5)
             checks["connectivity"] = "pass" if ready.status_code == 200 else "fail"
+            if ready.status_code != 200:
+                error = f"{node.address} answered {ready.status_code} to the readiness check"
             metrics = await self._http.get(f"{node.url}/metrics", timeout=5)
             self._read_metrics(node, metrics.text)
         except httpx.HTTPError as exc:
             checks["connectivity"] = "fail"
+            error = f"unreachable: {type(exc).__name__} from {node.address or 'no address'}"
+            if str(exc):
+                error += f" ({exc})"
             if node.status != "offline" and node.status != "stopped":
-                self._fail(node, f"health check failed: {type(exc).__name__}")
+                self._fail(node, f"health check failed: {error}")
         response_time = time.perf_counter() - started
         if checks["connectivity"] == "pass":
             node.last_seen = utcnow()
@@ -460,12 +532,15 @@ class InferenceService:
         checks["disk"] = "pass" if node.disk_free_ratio > 0.05 else "fail"
         checks["gpu"] = "pass" if node.device == "gpu" else "not_applicable"
         healthy = checks["connectivity"] == "pass" and checks["disk"] != "fail"
-        return {
+        result: dict[str, Any] = {
             "node_id": node.node_id,
             "status": "healthy" if healthy else "unhealthy",
             "response_time": round(response_time, 4),
             "checks": checks,
         }
+        if error is not None:
+            result["error"] = error
+        return result
 
     def _read_metrics(self, node: Node, text: str) -> None:
         for family in text_string_to_metric_families(text):
