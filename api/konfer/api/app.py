@@ -72,6 +72,7 @@ from konfer.api.state import AppState
 from konfer.api.tracing import install_tracing
 from konfer.core.bus import Bus, MemoryBus, RedisBus
 from konfer.core.keys import KeyRing
+from konfer.core.process import freeze_startup_heap
 from konfer.core.ratelimit import (
     MemoryRateLimiter,
     MemorySlotLimiter,
@@ -242,8 +243,15 @@ def _document_validation_as_400(app: FastAPI) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, passwords: PasswordHasher | None = None
+    settings: Settings | None = None,
+    *,
+    passwords: PasswordHasher | None = None,
+    freeze_heap: bool = False,
 ) -> FastAPI:
+    """The api application. ``freeze_heap`` is for the server process (``konfer api``):
+    after start-up the heap is frozen out of the cyclic collector's full passes
+    (``konfer.core.process.freeze_startup_heap``); tests that start many apps in one
+    process leave it off."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -255,6 +263,8 @@ def create_app(
         app.state.hub = state.hub
         await start_state(state)
         await ensure_admin(state)
+        if freeze_heap:
+            freeze_startup_heap()
         log.info("api ready", extra={"url": settings.resolved_public_url})
         try:
             yield

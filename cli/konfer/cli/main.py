@@ -43,7 +43,7 @@ def _serve(settings: Settings) -> None:
 
     limit_malloc_arenas()  # before any upload or storage thread exists
     configure_logging(settings.log_level, json=settings.json_logs)
-    app = create_app(settings)
+    app = create_app(settings, freeze_heap=True)
     print(f"Konfer is running at {settings.resolved_public_url}  (Ctrl+C to stop)", flush=True)
     uvicorn.run(
         app,
@@ -51,6 +51,7 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",
         # Signaling messages are small and many: compressing each costs more CPU than the
         # bytes it saves, and doubles a socket's memory (docs/benchmarks.md, Signaling).
         ws_per_message_deflate=False,

@@ -17,6 +17,7 @@ import uvicorn
 import uvloop
 
 from konfer.core.keys import KeyRing
+from konfer.core.process import freeze_startup_heap
 from konfer.core.settings import Settings
 from konfer.sfu import aiortc_hooks as hooks
 from konfer.sfu.auth import MediaAuth
@@ -78,6 +79,7 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     print(
         f"konfer sfu: meeting {options.meeting_id} on http://{options.host}:{options.port}",
         flush=True,
+    freeze_startup_heap()  # no full-collection pauses in the forwarding path
     )
     try:
         await server.serve()
