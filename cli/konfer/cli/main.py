@@ -223,6 +223,8 @@ def cmd_recorder(args: argparse.Namespace) -> None:
         max_duration_seconds=args.max_duration_seconds,
         sources=frozenset(s for s in args.sources.split(",") if s),
         retry_upload=args.retry_upload,
+        quality=args.quality,
+        storage_prefix=args.storage_prefix,
     )
     sys.exit(run(settings, options))
 
@@ -348,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument(
         "--retry-upload", action="store_true", help="upload a file an earlier run kept"
+    )
+    rec.add_argument(
+        "--quality",
+        choices=["low", "medium", "high"],
+        default="medium",
+        help="encoder quality of a composed (grid, speaker) file",
+    )
+    rec.add_argument(
+        "--storage-prefix",
+        default="recordings/",
+        help="object key prefix: files go to <prefix><meeting id>/<recording id>.<ext>",
     )
     rec.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the starting process exits"

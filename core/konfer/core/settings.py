@@ -248,6 +248,17 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How long starting a meeting waits for status.sfu.ready"
     )
     operator_namespaces: Annotated[list[str], NoDecode] = Field(
+    recording_storage_prefix: str = Field(
+        default="recordings/",
+        max_length=512,
+        description="Object key prefix of recordings: <prefix><meeting id>/<recording id>.<ext>",
+    )
+    recorder_rejoin_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a recorder that lost its SFU stays paused, rejoining, before "
+        "it gives up and stores what it has",
+    )
         default_factory=list,
         description="Comma-separated namespaces the operator watches; all namespaces if empty",
     )

@@ -144,8 +144,10 @@ async def update_meeting(
 
 @router.delete("/{meeting_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_meeting(access: MeetingOwner, session: SessionDep, state: StateDep) -> Response:
-    """Delete the meeting with its participants and chat (a host or an admin)."""
+    """Delete the meeting with its participants, chat and recordings (a host or an admin)."""
+    files = await recordings.drop_meeting_recordings(session, state, access.meeting.id)
     await meetings.delete_meeting(session, access.meeting)
+    await recordings.remove_files(state, files)
     state.metrics.meeting_events.labels("deleted").inc()
     await _close_room(state, access.meeting.id, "deleted")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

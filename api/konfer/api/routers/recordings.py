@@ -276,4 +276,7 @@ async def recorder_report(
         raise service.not_found(recording_id)
     service.verify_recorder(state, authorization, rec)
     rec = await service.apply_report(session, state, rec, report)
-    return RecorderAnswer(stop=rec.stop_requested, status=rec.status)
+    sfu_url = None
+    if rec.status == "paused":
+        sfu_url = await service.current_sfu_url(session, state, rec)
+    return RecorderAnswer(stop=rec.stop_requested, status=rec.status, sfu_url=sfu_url)

@@ -23,6 +23,8 @@ from konfer.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+RECORDING_PREFIX = "recordings/"
+
 
 @dataclass(frozen=True, slots=True)
 class RecorderSpec:
@@ -37,6 +39,10 @@ class RecorderSpec:
     sources: tuple[str, ...]
     max_duration_seconds: int | None = None
     retry_upload: bool = False
+    # Encoder quality of a composed file (per-track files are copied as sent).
+    quality: str = "medium"
+    # Where in storage the files go: ``<prefix><meeting id>/<recording id>.<ext>``.
+    storage_prefix: str = RECORDING_PREFIX
 
 
 class RecorderRuntime(Protocol):
@@ -122,6 +128,10 @@ class LocalRecorderRuntime:
             spec.layout,
             "--sources",
             ",".join(spec.sources),
+            "--quality",
+            spec.quality,
+            "--storage-prefix",
+            spec.storage_prefix,
             "--exit-with-parent",
         ]
         if spec.max_duration_seconds:
@@ -241,6 +251,7 @@ def _storage_env(settings: Settings) -> dict[str, str]:
         "KONFER_RECORDING_UPLOAD_ATTEMPTS": str(settings.recording_upload_attempts),
         "KONFER_RECORDING_UPLOAD_BACKOFF_SECONDS": str(settings.recording_upload_backoff_seconds),
         "KONFER_RECORDING_HEARTBEAT_SECONDS": str(settings.recording_heartbeat_seconds),
+        "KONFER_RECORDER_REJOIN_TIMEOUT_SECONDS": str(settings.recorder_rejoin_timeout_seconds),
         "KONFER_TOKEN_ISSUER": settings.token_issuer,
     }
     if settings.s3_endpoint:

@@ -96,7 +96,9 @@ class RecordingDeleted(BaseModel):
 class RecorderReport(BaseModel):
     """A recorder's status report (``/internal/recordings/{id}/report``)."""
 
-    phase: Literal["pending", "recording", "finalizing", "uploading", "completed", "failed"]
+    phase: Literal[
+        "pending", "recording", "paused", "finalizing", "uploading", "completed", "failed"
+    ]
     reason: str | None = Field(default=None, max_length=1000)
     duration: float = Field(default=0.0, ge=0)
     file_size: int = Field(default=0, ge=0)
@@ -115,3 +117,8 @@ class RecorderReport(BaseModel):
 class RecorderAnswer(BaseModel):
     stop: bool = Field(description="The api wants the recorder to stop and finalize")
     status: RecordingStatusName
+    sfu_url: str | None = Field(
+        default=None,
+        description="Where the meeting's SFU is now; answered to a paused recorder so it "
+        "can rejoin one that restarted elsewhere",
+    )

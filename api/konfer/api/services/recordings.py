@@ -5,8 +5,18 @@ Called by ``routers.recordings`` (public routes and the recorders' report route)
 (``konfer.sfu.recorder``); this module keeps the state machine:
 
     pending ──first frame──▶ recording ──stop / meeting ends / max duration──▶ completed
-       │                         │                                    └──▶ failed (reason)
-       └──stop before any media──┴──▶ cancelled (reason)
+       │                       ▲    │                                  └──▶ failed (reason)
+       │        media flows again   SFU lost
+       │                       │    ▼
+       │                        paused (reason) ──stop──▶ completed
+       │                                        ──SFU not back in time──▶ completed (reason)
+       └──stop before any media──▶ cancelled (reason)
+
+``paused`` means the recorder lost the meeting's SFU (the process died or restarted, the
+media connection failed) and is rejoining; what it wrote is kept. The answer to its
+``paused`` reports carries the SFU's current control URL (``current_sfu_url``), so it
+finds an SFU the local runtime restarted on another port; in Kubernetes the URL is the
+Meeting's Service and does not change.
 
 A failed upload ends ``failed`` with ``upload_pending`` and the reason naming the kept
 file; ``retry_upload`` starts a recorder in upload-only mode and a success turns the row
@@ -27,6 +37,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from konfer.api.db.models import (
     Media,
     Meeting,
+    MeetingStatus,
     Participant,
     Recording,
     RecordingStatus,
@@ -60,7 +72,15 @@ from konfer.core.tokens import MediaGrants
 log = logging.getLogger(__name__)
 
 BUS_CHANNEL = "konfer:recordings"
-ACTIVE = frozenset({RecordingStatus.pending.value, RecordingStatus.recording.value})
+ACTIVE = frozenset(
+    {
+        RecordingStatus.pending.value,
+        RecordingStatus.recording.value,
+        RecordingStatus.paused.value,
+    }
+)
+#: How long a paused recorder's report may wait for the meeting's SFU to be found/started.
+SFU_LOOKUP_SECONDS = 5.0
 FINISHED = frozenset(
     {
         RecordingStatus.completed.value,
@@ -271,6 +291,8 @@ async def start(
                 layout=options.layout,
                 sources=sources,
                 max_duration_seconds=options.max_duration_seconds,
+                quality=options.quality,
+                storage_prefix=state.settings.recording_storage_prefix,
             )
         )
     except Exception as exc:
@@ -389,6 +411,7 @@ def verify_recorder(state: AppState, authorization: str | None, rec: Recording) 
 _PHASE_STATUS = {
     "pending": RecordingStatus.pending,
     "recording": RecordingStatus.recording,
+    "paused": RecordingStatus.paused,
     "finalizing": RecordingStatus.recording,
     "uploading": RecordingStatus.recording,
     "completed": RecordingStatus.completed,
@@ -420,7 +443,7 @@ async def apply_report(
         rec.container = report.format
     if report.mime_type:
         rec.mime_type = report.mime_type
-    began = rec.status == RecordingStatus.pending.value and status is RecordingStatus.recording
+    changed = rec.status != status.value
     rec.status = status.value
     if status is RecordingStatus.completed:
         rec.object_key = report.object_key
@@ -429,7 +452,7 @@ async def apply_report(
         ]
         rec.upload_pending = False
         rec.local_path = None
-        rec.reason = None
+        rec.reason = report.reason  # a note when it ended early, e.g. the SFU never came back
         rec.stopped_at = rec.stopped_at or now
         rec.completed_at = now
         await _add_to_library(session, rec)
@@ -449,10 +472,53 @@ async def apply_report(
         await _commit(session, rec)
         await _announce(state, rec, rec.status)
         return rec
+    if status is RecordingStatus.paused:
+        rec.reason = report.reason or "MEDIA_SERVER_LOST: the recorder is rejoining"
+    elif status is RecordingStatus.recording and rec.reason:
+        rec.reason = None
     await _commit(session, rec)
-    if began:
-        await _announce(state, rec, "recording")
+    if changed and status in (RecordingStatus.recording, RecordingStatus.paused):
+        await _announce(state, rec, status.value)
     return rec
+
+
+_lookups: dict[tuple[int, str], asyncio.Future[str]] = {}  # (runtime, meeting) -> lookup
+
+
+def _lookup_done(key: tuple[int, str], lookup: asyncio.Future[str]) -> None:
+    if _lookups.get(key) is lookup:
+        del _lookups[key]
+    if not lookup.cancelled():
+        lookup.exception()  # retrieved: a failure was logged by whoever waited for it
+
+
+async def current_sfu_url(session: AsyncSession, state: AppState, rec: Recording) -> str | None:
+    """Where a paused recorder should rejoin: the meeting's SFU, started again if it died.
+
+    None when the meeting is over (the recorder is then told to stop) or the SFU cannot
+    be had within ``SFU_LOOKUP_SECONDS`` (the recorder asks again with its next report).
+    """
+    if state.sfu_runtime is None or rec.stop_requested:
+        return None
+    meeting = await session.get(Meeting, rec.meeting_id)
+    if meeting is None or meeting.status == MeetingStatus.ended.value:
+        return None
+    # Shielded: an SFU that takes longer to start than this answer may wait still starts
+    # (and is recorded for the meeting) instead of being abandoned half-way.
+    # One lookup per meeting at a time, however often its recorder reports.
+    room = str(rec.meeting_id)
+    key = (id(state.sfu_runtime), room)
+    lookup = _lookups.get(key)
+    if lookup is None:
+        lookup = _lookups[key] = asyncio.ensure_future(state.sfu_runtime.endpoint(room))
+        lookup.add_done_callback(lambda done: _lookup_done(key, done))
+    try:
+        return await asyncio.wait_for(asyncio.shield(lookup), SFU_LOOKUP_SECONDS)
+    except Exception as exc:  # not ready yet, or failed: the next report asks again
+        log.warning(
+            "no SFU for a paused recorder yet: %s", exc, extra={"recording_id": str(rec.id)}
+        )
+        return None
 
 
 async def _commit(session: AsyncSession, rec: Recording) -> Recording:
@@ -601,6 +667,72 @@ async def delete(session: AsyncSession, state: AppState, rec: Recording) -> None
         await state.storage.delete(key)
     if kept:
         await asyncio.to_thread(_remove_kept, state.settings.resolved_recording_spool_dir, kept)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFiles:
+    """What deleted recordings leave to remove once their rows are gone."""
+
+    object_keys: list[str]
+    kept_paths: list[str]
+
+
+async def drop_meeting_recordings(
+    session: AsyncSession, state: AppState, meeting_id: uuid.UUID
+) -> StoredFiles:
+    """A meeting is being deleted: its recordings go with it, files and library entries too.
+
+    The documents say nothing of recordings outliving their meeting, and a deleted meeting
+    must not leave media nobody can list or delete. Running recorders are stopped first
+    and given ``STOP_WAIT_SECONDS`` to store their file, so what they upload is known and
+    removed too. The rows are deleted in the caller's transaction (not committed here);
+    ``remove_files`` removes the objects and kept files after it commits.
+    """
+    active = (
+        (
+            await session.execute(
+                select(Recording).where(
+                    Recording.meeting_id == meeting_id, Recording.status.in_(ACTIVE)
+                )
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for rec in active:
+        await stop(session, state, rec, wait=False)
+    for rec in active:
+        await wait_finished(session, state, rec.id, STOP_WAIT_SECONDS)
+    rows = (
+        (await session.execute(select(Recording).where(Recording.meeting_id == meeting_id)))
+        .scalars()
+        .all()
+    )
+    files = StoredFiles([], [])
+    for rec in rows:
+        files.object_keys.extend(k for k in (rec.object_key, *(rec.extra_object_keys or [])) if k)
+        if rec.local_path:
+            files.kept_paths.append(rec.local_path)
+        if rec.media_id is not None:
+            media = await session.get(Media, rec.media_id)
+            if media is not None:
+                await session.delete(media)
+        await session.delete(rec)
+    await session.flush()
+    return files
+
+
+async def remove_files(state: AppState, files: StoredFiles) -> None:
+    """Best effort: a missing object is already gone; a storage error is logged, not raised
+    (the meeting is deleted either way)."""
+    for key in files.object_keys:
+        try:
+            await state.storage.delete(key)
+        except Exception:
+            log.exception("deleting a recording object failed", extra={"object_key": key})
+    spool = state.settings.resolved_recording_spool_dir
+    for kept in files.kept_paths:
+        await asyncio.to_thread(_remove_kept, spool, kept)
 
 
 def _remove_kept(spool: Path, kept: str) -> None:

@@ -29,6 +29,9 @@ from konfer.sfu.recorder.muxer import CONTAINERS, TrackWriter, read_spool
 
 WIDTH, HEIGHT, FPS = 1280, 720, 15
 AUDIO_RATE = 48000
+# Video bitrate of the composed file per requested quality (the Recording's spec.quality,
+# ``--quality``); the canvas and frame rate stay fixed so players see one shape.
+BITRATES = {"low": 600_000, "medium": 1_500_000, "high": 3_000_000}
 
 
 @dataclass
@@ -89,7 +92,13 @@ def _blank() -> Any:
     return frame
 
 
-def compose(tracks: list[TrackWriter], path: Path, layout: str, requested: str) -> ComposeStats:
+def compose(
+    tracks: list[TrackWriter],
+    path: Path,
+    layout: str,
+    requested: str,
+    quality: str = "medium",
+) -> ComposeStats:
     """Write the composed file next to the per-track one; returns what it cost."""
     stats = ComposeStats()
     started = [t for t in tracks if t.started and t.stats.frames]
@@ -104,14 +113,7 @@ def compose(tracks: list[TrackWriter], path: Path, layout: str, requested: str) 
     with av.open(str(path), "w", format=CONTAINERS[fmt]) as out:
         vstream: Any = None
         if videos:
-            vstream = out.add_stream("libvpx" if fmt == "webm" else "libx264", rate=FPS)
-            vstream.width, vstream.height, vstream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-            vstream.bit_rate = 1_500_000
-            vstream.codec_context.options = (
-                {"deadline": "realtime", "cpu-used": "8"}
-                if fmt == "webm"
-                else {"preset": "veryfast", "tune": "zerolatency"}
-            )
+            vstream = video_stream(out, fmt, quality)
         astream: Any = None
         if audios:
             astream = out.add_stream("libopus" if fmt == "webm" else "aac", rate=AUDIO_RATE)
@@ -122,6 +124,20 @@ def compose(tracks: list[TrackWriter], path: Path, layout: str, requested: str) 
             _mix_audio(out, astream, audios, base, stats)
     stats.path, stats.format, stats.duration = path, fmt, duration
     return stats
+
+
+def video_stream(out: Any, fmt: str, quality: str) -> Any:
+    """The composed file's video stream: VP8 for WebM, else H.264, at the bitrate of the
+    requested quality (an unknown one is medium)."""
+    stream: Any = out.add_stream("libvpx" if fmt == "webm" else "libx264", rate=FPS)
+    stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    stream.bit_rate = BITRATES.get(quality, BITRATES["medium"])
+    stream.codec_context.options = (
+        {"deadline": "realtime", "cpu-used": "8"}
+        if fmt == "webm"
+        else {"preset": "veryfast", "tune": "zerolatency"}
+    )
+    return stream
 
 
 def _compose_video(

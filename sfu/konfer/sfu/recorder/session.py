@@ -8,9 +8,23 @@ file and uploads it with retries. If storage stays unreachable the file is kept 
 spool folder with a manifest, the status says so, and ``--retry-upload`` finishes the
 job later: nothing recorded is lost. Exit code 0 means completed.
 
-Phases reported: pending (joining), recording (the first frame is written), finalizing,
-uploading, completed, failed. Never runs inside the SFU process: a muxer crash ends a
-recording, not a meeting.
+Phases reported: pending (joining), recording (the first frame is written), paused (the
+SFU was lost: its process died or restarted, the media connection failed, or its control
+API stopped answering), finalizing, uploading, completed, failed. Never runs inside the
+SFU process: a muxer crash ends a recording, not a meeting.
+
+Losing the SFU pauses the recording instead of ending it. Everything written so far stays
+in the spool; the recorder asks the api where the meeting's SFU is now (the answer to a
+``paused`` report carries its URL: a new process on a new port locally, the same Service
+in Kubernetes) and rejoins with backoff for ``recorder_rejoin_timeout_seconds``. Tracks
+received after the rejoin are new tracks of the same recording: they get their own
+spool files and streams, placed on the recording's one clock, so the stored file holds
+the media from before and after the gap (with silence/no picture in between), stays one
+playable file, and no stream has a timestamp jump. The first frame after the rejoin
+turns the status back to ``recording``. If the SFU does not come back in time the
+recorder stores what it has and ends ``completed`` with a reason saying the recording
+ended early (a usable file is never reported as failed); with nothing recorded at all it
+ends ``failed``.
 """
 
 from __future__ import annotations
@@ -61,6 +75,8 @@ class RecorderOptions:
     max_duration_seconds: int | None = None
     sources: frozenset[str] = frozenset({"camera", "microphone", "screen_share"})
     retry_upload: bool = False
+    quality: str = "medium"  # encoder bitrate of a composed file (compose.BITRATES)
+    storage_prefix: str = "recordings/"
 
 
 @dataclass
@@ -94,6 +110,8 @@ class Reporter:
             headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(10)
         )
         self.stop_requested = False
+        #: Where the api says the meeting's SFU is now (answers to ``paused`` reports).
+        self.sfu_url: str | None = None
 
     async def send(self, report: dict[str, Any], attempts: int = 3) -> None:
         """Best effort with a few retries: a missed report is repeated by the next one."""
@@ -104,8 +122,11 @@ class Reporter:
                 log.warning("status report failed: %s", exc)
             else:
                 if r.status_code < 300:
-                    if r.json().get("stop"):
+                    answer = r.json()
+                    if answer.get("stop"):
                         self.stop_requested = True
+                    if answer.get("sfu_url"):
+                        self.sfu_url = str(answer["sfu_url"])
                     return
                 log.warning("status report refused: %s %s", r.status_code, r.text[:200])
                 if r.status_code < 500:
@@ -134,6 +155,16 @@ class Recorder:
     reporter: Reporter | None = None
     peak_bitrate: int = 0
     compose_decoders: int = 0
+    #: Times the SFU was lost and rejoined (or given up on), and the time spent paused.
+    interruptions: int = 0
+    paused_seconds: float = 0.0
+    paused_since: float | None = None
+    pause_reason: str | None = None
+    #: Why the recording ended before it was stopped (the SFU never came back).
+    note: str | None = None
+    media_seen: asyncio.Event = field(default_factory=asyncio.Event)
+    _epoch: int = 0  # one per SFU connection: tracks of a later one are new tracks
+    _loss_before: tuple[int, int] = (0, 0)  # packet counts of earlier connections
     _last_bytes: int = 0
     _last_sample: float = 0.0
 
@@ -143,7 +174,9 @@ class Recorder:
 
     @property
     def object_key(self) -> str:
-        return f"recordings/{self.options.meeting_id}/{self.options.recording_id}"
+        """``<prefix><meeting>/<recording>``: the prefix is the Recording's storage.prefix
+        (a folder when it ends in ``/``, else a name stem)."""
+        return f"{self.options.storage_prefix}{self.options.meeting_id}/{self.options.recording_id}"
 
     # --- receiving -------------------------------------------------------------------
 
@@ -163,7 +196,9 @@ class Recorder:
             clock_rate=CLOCK_RATES[remote.kind],
             t0=self.t0,
         )
-        self.writers[remote.track_id] = writer
+        # A track id seen again after a rejoin is a new stream: its RTP clock restarted.
+        key = remote.track_id if not self._epoch else f"{remote.track_id}#{self._epoch}"
+        self.writers[key] = writer
         self.metrics.tracks.set(len(self.writers))
 
         def sink(frame: bytes, timestamp: int) -> None:
@@ -177,6 +212,8 @@ class Recorder:
                     self.first_frame = now
                     self.started_wall = time.time()
                     self.first_frame_seen.set()
+                if self.phase in ("pending", "paused"):
+                    self.media_seen.set()
 
         hooks.tap_receiver(receiver, sink)
 
@@ -194,6 +231,10 @@ class Recorder:
         total_bytes = sum(w.stats.bytes for w in written)
         duration = self.duration()
         lost, received = self.subscriber.packet_loss() if self.subscriber else (0, 0)
+        lost, received = lost + self._loss_before[0], received + self._loss_before[1]
+        paused = self.paused_seconds
+        if self.paused_since is not None:
+            paused += time.monotonic() - self.paused_since
         self.metrics.packets_lost.set(lost)
         self.metrics.duration.set(duration)
         decoders = hooks.codec_guard.attempts + self.compose_decoders
@@ -215,6 +256,8 @@ class Recorder:
             "transcoded": False,
             "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "cpu_seconds": round(time.process_time(), 3),
+            "interruptions": self.interruptions,
+            "paused_seconds": round(paused, 3),
         }
 
     def report(self, phase: str, **extra: Any) -> dict[str, Any]:
@@ -230,6 +273,8 @@ class Recorder:
         }
         if self.started_wall is not None:
             body["started_at"] = self.started_wall
+        if phase == "paused" and self.pause_reason:
+            body["reason"] = self.pause_reason
         body.update(extra)
         return body
 
@@ -269,44 +314,47 @@ class Recorder:
                 log.info("maximum duration reached")
                 self.stopping.set()
 
-    async def _watch_first_frame(self) -> None:
-        """Report ``recording`` as soon as there is something in the file."""
-        await self.first_frame_seen.wait()
-        if self.first_frame is not None and self.phase == "pending":
-            await self._send("recording")
+    async def _watch_media(self) -> None:
+        """Report ``recording`` as soon as frames are written: first, and after a rejoin."""
+        while not self.stopping.is_set():
+            await self.media_seen.wait()
+            self.media_seen.clear()
+            if self.stopping.is_set() or self.first_frame is None:
+                continue
+            if self.phase in ("pending", "paused"):
+                if self.paused_since is not None:
+                    self.paused_seconds += time.monotonic() - self.paused_since
+                    self.paused_since = None
+                    log.info("media flows again after the rejoin")
+                self.pause_reason = None
+                await self._send("recording")
 
     # --- the whole run ---------------------------------------------------------------
+
+    def _subscriber(self, url: str) -> SfuSubscriber:
+        return SfuSubscriber(
+            url, self.token, f"recorder-{self.options.recording_id}", self.on_track
+        )
 
     async def record(self) -> Outcome:
         self.spool.mkdir(parents=True, exist_ok=True)
         await self._send("pending")
-        self.subscriber = SfuSubscriber(
-            self.options.sfu_url,
-            self.token,
-            f"recorder-{self.options.recording_id}",
-            self.on_track,
-        )
-        ended_by: str | None = None
-        tasks: list[asyncio.Task[Any]] = []
+        tasks = [
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._watch_media(), name="media"),
+        ]
         try:
-            await self.subscriber.join()
-            run = asyncio.create_task(self.subscriber.run(), name="sfu-events")
-            tasks = [
-                run,
-                asyncio.create_task(self._heartbeat(), name="heartbeat"),
-                asyncio.create_task(self._watch_first_frame(), name="first-frame"),
-            ]
-            stop = asyncio.create_task(self.stopping.wait())
-            await asyncio.wait([run, stop], return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if run.done():
-                exc = run.exception()
-                ended_by = str(exc) if exc else "the SFU ended"
-                log.info("media ended: %s", ended_by)
-        except (SfuGone, httpx.HTTPError) as exc:
-            ended_by = str(exc)
-            if self.first_frame is None:
+            self.subscriber = self._subscriber(self.options.sfu_url)
+            try:
+                await self.subscriber.join()
+            except (SfuGone, httpx.HTTPError) as exc:
                 return Outcome("failed", f"SFU_UNAVAILABLE: {exc}")
+            subscriber: SfuSubscriber | None = self.subscriber
+            while subscriber is not None:
+                lost = await self._attend(subscriber)
+                if lost is None:
+                    break
+                subscriber = await self._rejoin(lost)
         finally:
             self.stopping.set()
             for task in tasks:
@@ -316,12 +364,97 @@ class Recorder:
                     await task
             for writer in self.writers.values():
                 writer.close()
-            await self.subscriber.close()
+            if self.paused_since is not None:
+                self.paused_seconds += time.monotonic() - self.paused_since
+                self.paused_since = None
+            if self.subscriber is not None:
+                await self.subscriber.close()
         if self.first_frame is None:
-            reason = "NO_MEDIA: nothing was published while the recorder was in the meeting"
+            reason = self.note or (
+                "NO_MEDIA: nothing was published while the recorder was in the meeting"
+            )
             return Outcome("failed", reason)
         await self._send("finalizing")
         return await self.finalize()
+
+    async def _attend(self, subscriber: SfuSubscriber) -> str | None:
+        """Receive from one SFU connection: None once stopped, else how it was lost."""
+        run = asyncio.create_task(subscriber.run(), name="sfu-events")
+        failed = asyncio.create_task(subscriber.lost.wait())
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait([run, failed, stop], return_when=asyncio.FIRST_COMPLETED)
+        lost: str | None = None
+        if self.stopping.is_set():
+            lost = None
+        elif run.done():
+            exc = run.exception()
+            lost = str(exc) if exc else "the SFU ended the connection"
+        elif failed.done():
+            lost = "the media connection failed"
+        for task in (run, failed, stop):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        return lost
+
+    async def _rejoin(self, lost: str) -> SfuSubscriber | None:
+        """Paused: keep what is written, rejoin with backoff until a stop or the deadline.
+
+        Returns the new connection, or None when stopped or given up (``note`` says why).
+        """
+        log.warning("lost the SFU (%s); pausing and rejoining", lost)
+        lost_at = time.monotonic()
+        self.interruptions += 1
+        self._epoch += 1
+        if self.paused_since is None:
+            self.paused_since = lost_at
+        for writer in self.writers.values():
+            writer.close()  # the tracks of the lost connection end here; files stay valid
+        url = self.options.sfu_url
+        if self.subscriber is not None:
+            url = self.subscriber.base_url
+            lost_now, received_now = self.subscriber.packet_loss()
+            self._loss_before = (
+                self._loss_before[0] + lost_now,
+                self._loss_before[1] + received_now,
+            )
+            await self.subscriber.close()
+            self.subscriber = None
+        self.pause_reason = f"MEDIA_SERVER_LOST: media server lost ({lost}); rejoining"
+        self.media_seen.clear()
+        timeout = self.settings.recorder_rejoin_timeout_seconds
+        delay = 0.25
+        while not self.stopping.is_set():
+            await self._send("paused")  # the answer says where the SFU is now, or stop
+            if self.reporter is not None:
+                if self.reporter.stop_requested:
+                    self.stopping.set()
+                    break
+                url = self.reporter.sfu_url or url
+            subscriber = self._subscriber(url)
+            try:
+                await subscriber.join()
+            except (SfuGone, httpx.HTTPError) as exc:
+                await subscriber.close()
+                log.info("rejoining the SFU at %s failed: %s", url, exc)
+            else:
+                log.info("rejoined the SFU at %s", url)
+                self.subscriber = subscriber
+                return subscriber
+            remaining = lost_at + timeout - time.monotonic()
+            if remaining <= 0:
+                recorded = self.duration()
+                self.note = (
+                    f"ENDED_EARLY: the media server was lost ({lost}) and could not be "
+                    f"rejoined within {timeout:g} s; the file holds the {recorded:.1f} s "
+                    "recorded before"
+                )
+                log.error("giving up on the SFU: %s", self.note)
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+        return None
 
     async def finalize(self) -> Outcome:
         writers = list(self.writers.values())
@@ -339,7 +472,12 @@ class Recorder:
             cpu = time.process_time()
             try:
                 composed = await asyncio.to_thread(
-                    compose, writers, self.spool / "composed", layout, self.options.format
+                    compose,
+                    writers,
+                    self.spool / "composed",
+                    layout,
+                    self.options.format,
+                    self.options.quality,
                 )
             except Exception as exc:
                 log.exception("composing the recording failed")
@@ -371,6 +509,8 @@ class Recorder:
 
     def _manifest(self, made: Assembled) -> dict[str, Any]:
         report = self.report("completed")
+        if self.note:
+            report["reason"] = self.note
         report.update(
             {
                 "object_key": f"{self.object_key}.{made.format}",
@@ -410,7 +550,7 @@ class Recorder:
             shutil.rmtree(self.spool, ignore_errors=True)
             return Outcome(
                 "completed",
-                None,
+                manifest.get("reason"),
                 key,
                 int(manifest["file_size"]),
                 float(manifest["duration"]),

@@ -66,6 +66,7 @@ class SfuSubscriber:
         self._described: dict[str, dict[str, Any]] = {}
         self._cursor = 0
         self._background: set[asyncio.Future[None]] = set()
+        self.lost = asyncio.Event()
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         r = await self.http.request(method, path, json=body)
@@ -112,6 +113,7 @@ class SfuSubscriber:
                 RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
             )
             self.pc.on("track", self._track)
+            self.pc.on("connectionstatechange", self._state_changed)
         pc = self.pc
         await pc.setRemoteDescription(RTCSessionDescription(message["sdp"]["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -124,6 +126,11 @@ class SfuSubscriber:
                 "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
             },
         )
+
+    def _state_changed(self) -> None:
+        if self.pc is not None and self.pc.connectionState == "failed":
+            log.warning("the media connection to the SFU failed")
+            self.lost.set()
 
     def _track(self, track: MediaStreamTrack) -> None:
         assert self.pc is not None
