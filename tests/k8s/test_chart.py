@@ -150,7 +150,8 @@ def test_api_role_is_least_privilege() -> None:
     meetings = {("konfer.io", "meetings", "delete"), ("konfer.io", "meetings/status", "patch")}
     meetings.add(("konfer.io", "inferencemodels", "delete"))  # a model the api loaded
     pods = {("", "pods", v) for v in ("get", "list", "watch")}
-    assert grants == crs | meetings | pods | {("", "secrets", "create")}
+    streamers = {("batch", "jobs", v) for v in ("get", "create", "patch")}  # live streams
+    assert grants == crs | meetings | pods | streamers | {("", "secrets", "create")}
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -182,6 +182,10 @@ def test_recorder_job_runs_konfer_recorder_with_deadline_and_termination_message
         "600",
         "--sources",
         "camera,microphone",
+        "--quality",
+        "high",
+        "--storage-prefix",
+        "recordings/",
     ]
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert c["terminationMessagePath"] == "/dev/termination-log"
@@ -190,6 +194,7 @@ def test_recorder_job_runs_konfer_recorder_with_deadline_and_termination_message
         "secretKeyRef": {"name": "rec1-recorder", "key": "token"}
     }
     assert env["KONFER_RECORDER_CALLBACK_URL"]["value"] == "http://konfer-api.konfer.svc:8000"
+    assert env["KONFER_RECORDER_REJOIN_TIMEOUT_SECONDS"]["value"] == "120.0"
     assert env["KONFER_S3_BUCKET"]["value"] == "media"
 
 

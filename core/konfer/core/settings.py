@@ -215,6 +215,18 @@ class Settings(BaseSettings):
     )
     recording_spool_dir: Path | None = Field(
         default=None,
+    sfu_udp_port_min: int | None = Field(
+        default=None, ge=1, le=65535, description="First UDP port for media; ephemeral if unset"
+    )
+    sfu_udp_port_max: int | None = Field(
+        default=None, ge=1, le=65535, description="Last UDP port for media (one per peer)"
+    )
+    sfu_audio_top_n: int = Field(
+        default=3, ge=1, description="Microphones are forwarded from this many active speakers"
+    )
+    sfu_audio_hold_ms: int = Field(
+        default=1500, ge=0, description="A speaker stays forwarded this long after going quiet"
+    )
         description="Where recorders write and keep files; data_dir/recordings when unset",
     )
     recording_upload_attempts: int = Field(default=5, ge=1, le=50)
@@ -286,6 +298,12 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A Meeting whose SFU is not ready after this fails"
     )
     operator_recorder_backoff_limit: int = Field(default=1, ge=0)
+    operator_sfu_udp_port_min: int = Field(
+        default=50000,
+        ge=1024,
+        le=64000,
+        description="First UDP media port of SFU pods; each gets maxParticipants + 16 ports",
+    )
     operator_recorder_grace_seconds: int = Field(
         default=60, ge=1, description="Time a stopped recorder has to finish and upload its file"
     )

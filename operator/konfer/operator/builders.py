@@ -34,6 +34,8 @@ from konfer.operator.models import (
 Manifest = dict[str, Any]
 
 SFU_PORT_NAME = "control"
+UDP_PORT_MIN_ENV = "KONFER_SFU_UDP_PORT_MIN"
+UDP_PORT_MAX_ENV = "KONFER_SFU_UDP_PORT_MAX"
 RECORDER_TERMINATION_PATH = "/dev/termination-log"
 KSERVE_API_VERSION = "serving.kserve.io/v1beta1"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -141,8 +143,21 @@ def sfu_default_resources(settings: Settings) -> Resources:
     )
 
 
+# ICE ports beyond one per participant: recorders and streamers (hidden subscribers) and
+# peers reconnecting while their old connection still holds its port.
+SFU_UDP_SPARE_PORTS = 16
+
+
+def sfu_udp_ports(spec: MeetingSpec, settings: Settings) -> tuple[int, int]:
+    """The SFU's media port range (inclusive): one UDP port per peer connection (bundled,
+    rtcp-mux), so the meeting's capacity plus spares, from the operator's first port."""
+    low = settings.operator_sfu_udp_port_min
+    return low, low + spec.max_participants + SFU_UDP_SPARE_PORTS - 1
+
+
 def sfu_container(spec: MeetingSpec, owner: ObjectRef, settings: Settings) -> Manifest:
     port = settings.operator_sfu_port
+    udp_low, udp_high = sfu_udp_ports(spec, settings)
     pod_ip = {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
     probe = {"httpGet": {"path": "/healthz", "port": SFU_PORT_NAME}}
     return {
@@ -168,6 +183,10 @@ def sfu_container(spec: MeetingSpec, owner: ObjectRef, settings: Settings) -> Ma
             {"name": "KONFER_SFU_ANNOUNCED_IP", **pod_ip},
             {"name": "KONFER_SERVICE_NAME", "value": "konfer-sfu"},
             {"name": "KONFER_MEETING_MAX_PARTICIPANTS", "value": str(spec.max_participants)},
+            # A fixed media range (not ephemeral ports) that firewalls and the Meeting's
+            # status.sfu.udpPorts can name; status reads it back from the pod.
+            {"name": UDP_PORT_MIN_ENV, "value": str(udp_low)},
+            {"name": UDP_PORT_MAX_ENV, "value": str(udp_high)},
         ],
         "envFrom": _env_from(settings),
         "resources": _resources(spec.sfu.resources, sfu_default_resources(settings)),
@@ -304,6 +323,11 @@ def recorder_job(
         },
         {"name": "KONFER_RECORDER_CALLBACK_URL", "value": settings.operator_api_url},
         {"name": "KONFER_SERVICE_NAME", "value": "konfer-recorder"},
+        # How long it stays paused, rejoining, when it loses the meeting's SFU.
+        {
+            "name": "KONFER_RECORDER_REJOIN_TIMEOUT_SECONDS",
+            "value": str(settings.recorder_rejoin_timeout_seconds),
+        },
     ]
     if spec.storage.bucket:
         env.append({"name": "KONFER_S3_BUCKET", "value": spec.storage.bucket})
@@ -328,6 +352,10 @@ def recorder_job(
             str(spec.max_duration_seconds),
             "--sources",
             ",".join(recorder_sources(spec)),
+            "--quality",
+            spec.quality,
+            "--storage-prefix",
+            spec.storage.prefix,
         ],
         "env": env,
         "envFrom": _env_from(settings),

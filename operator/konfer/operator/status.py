@@ -64,6 +64,20 @@ class PodView:
     unschedulable: str | None = None
     terminated: Terminated | None = None
     started_at: str | None = None
+    udp_ports: tuple[int, ...] = ()
+
+
+def _udp_ports(spec: Mapping[str, Any]) -> tuple[int, ...]:
+    """The media ports the pod's first container was told to use (KONFER_SFU_UDP_PORT_MIN
+    and _MAX, set by ``builders.sfu_container``); empty when it uses ephemeral ports."""
+    containers = spec.get("containers") or [{}]
+    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
+    try:
+        low = int(env["KONFER_SFU_UDP_PORT_MIN"])
+        high = int(env["KONFER_SFU_UDP_PORT_MAX"])
+    except (KeyError, TypeError, ValueError):
+        return ()
+    return tuple(range(low, high + 1)) if 0 < low <= high <= 65535 else ()
 
 
 def pod_view(body: Mapping[str, Any]) -> PodView:
@@ -101,6 +115,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         unschedulable=unschedulable,
         terminated=terminated,
         started_at=status.get("startTime"),
+        udp_ports=_udp_ports(body.get("spec") or {}),
     )
 
 
@@ -306,7 +321,7 @@ def meeting_status(m: MeetingInput, now: datetime, start_timeout: float) -> Meet
             "endpoint": m.endpoint,
             "podName": pod.name,
             "publicAddress": address or "",
-            "udpPorts": [],
+            "udpPorts": list(pod.udp_ports),
             "ready": True,
         }
         if phase != "Running":

@@ -32,9 +32,13 @@ members change.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import inspect
 import ipaddress
+import itertools
+import types
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -82,6 +86,7 @@ SOURCE_FINGERPRINTS: dict[str, str] = {
     "aioice.ice.Connection.gather_candidates": "d33db28d4d1e49ff",
     "aioice.ice.StunProtocol.send_data": "8bfbce074a897482",
     "aioice.ice.Connection.request_received": "dcdc9a3862c1a0b4",
+    "aioice.ice.Connection.get_component_candidates": "118597a9fcb703f9",
     "aiortc.jitterbuffer.JitterBuffer.add": "c6cd693611aa3eb4",
     "aiortc.jitterbuffer.JitterBuffer._remove_frame": "3ffad0bfb07f58e6",
     "aiortc.rtcrtpreceiver.decoder_worker": "d500d4e567d6846c",
@@ -199,6 +204,72 @@ def _loopback_request_received(
     _original_request_received(self, message, addr, protocol)
 
 
+# --- UDP port range ---------------------------------------------------------------------
+#
+# aioice binds every host candidate to an ephemeral port (``local_addr=(address, 0)`` in
+# ``Connection.get_component_candidates``, the only datagram endpoint it makes for host
+# candidates). A pod behind a firewall or a Service needs a known range instead, so the
+# ``asyncio`` that module sees hands out a loop whose ``create_datagram_endpoint`` turns
+# port 0 into the next free port of the range. Everything else goes to the real asyncio.
+
+
+class _RangedLoop:
+    """The running loop, except that port 0 means "a free port of the range"."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ports: _PortRange) -> None:
+        self._loop = loop
+        self._ports = ports
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, factory: Any, **kwargs: Any) -> Any:
+        local = kwargs.get("local_addr")
+        if not local or local[1] != 0:
+            return await self._loop.create_datagram_endpoint(factory, **kwargs)
+        for port in self._ports.candidates():
+            try:
+                return await self._loop.create_datagram_endpoint(
+                    factory, **{**kwargs, "local_addr": (local[0], port)}
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(
+            errno.EADDRINUSE,
+            f"every UDP port {self._ports.low}-{self._ports.high} is in use on {local[0]}",
+        )
+
+
+class _PortRange:
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self._next = itertools.cycle(range(low, high + 1))
+
+    def candidates(self) -> Iterable[int]:
+        """Every port once, starting after the last one handed out (spreads reuse)."""
+        for _ in range(self.high - self.low + 1):
+            yield next(self._next)
+
+
+def _asyncio_with_ports(ports: _PortRange) -> types.ModuleType:
+    shim = types.ModuleType("asyncio")
+    shim.__dict__.update(asyncio.__dict__)
+    shim.get_running_loop = lambda: _RangedLoop(asyncio.get_running_loop(), ports)  # type: ignore[attr-defined]
+    return shim
+
+
+def set_udp_port_range(low: int | None, high: int | None) -> None:
+    """Bind ICE host candidates to ports ``low``..``high`` (inclusive); ``None`` restores
+    ephemeral ports. Applies to every connection made afterwards in the process."""
+    if low is None or high is None:
+        aioice.ice.asyncio = asyncio  # type: ignore[attr-defined]
+        return
+    if not 0 < low <= high <= 65535:
+        raise ValueError(f"invalid UDP port range {low}-{high}")
+    aioice.ice.asyncio = _asyncio_with_ports(_PortRange(low, high))  # type: ignore[attr-defined]
+
+
 # --- codec guard ----------------------------------------------------------------------
 
 
@@ -243,6 +314,23 @@ def hook_receiver(receiver: RTCRtpReceiver, on_rtp: RtpHandler, on_rtcp: RtcpHan
 
     receiver._handle_rtp_packet = on_rtp  # type: ignore[method-assign,assignment]
     receiver._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+def unhook_receiver(receiver: RTCRtpReceiver) -> None:
+    """Drop everything a receiver still gets (its connection was replaced, see ``rebind``).
+
+    The client closing its old connection sends RTCP BYE there; that must not end the
+    track that now lives on the new connection.
+    """
+
+    async def drop_rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+        return None
+
+    async def drop_rtcp(packet: Any) -> None:
+        return None
+
+    receiver._handle_rtp_packet = drop_rtp  # type: ignore[method-assign]
+    receiver._handle_rtcp_packet = drop_rtcp  # type: ignore[method-assign]
 
 
 def receiver_statistics(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
@@ -366,17 +454,31 @@ class SenderHooks:
     remb: Callable[[int], None]
 
 
+_HOOKED = "_konfer_sender_hooks"
+
+
 def hook_sender(sender: RTCRtpSender, hooks: SenderHooks) -> None:
-    """Wire a subscriber's sender to the forwarder (see the module docstring)."""
+    """Wire a subscriber's sender to the forwarder (see the module docstring).
+
+    A sender whose m-line is reused for another track is wired again: the new hooks
+    replace the old ones (no second layer of wrappers).
+    """
+    cell: list[SenderHooks] | None = getattr(sender, _HOOKED, None)
+    if cell is not None:
+        cell[0] = hooks
+        sender._send_keyframe = hooks.keyframe_requested  # type: ignore[method-assign]
+        return
+    cell = [hooks]
+    setattr(sender, _HOOKED, cell)
     original_send = sender.send
     original_rtcp = sender._handle_rtcp_packet
 
     async def send(parameters: RTCRtpSendParameters) -> None:
         await original_send(parameters)
-        hooks.started(parameters)
+        cell[0].started(parameters)
 
     async def retransmit(sequence_number: int) -> None:
-        hooks.retransmit(sequence_number)
+        cell[0].retransmit(sequence_number)
 
     async def handle_rtcp(packet: Any) -> None:
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
@@ -385,7 +487,7 @@ def hook_sender(sender: RTCRtpSender, hooks: SenderHooks) -> None:
             except ValueError:
                 return
             if sender._ssrc in ssrcs:
-                hooks.remb(bitrate)
+                cell[0].remb(bitrate)
             return
         await original_rtcp(packet)
 

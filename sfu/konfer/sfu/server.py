@@ -53,6 +53,7 @@ def prepare_process(settings: Settings) -> None:
     hooks.set_ice_hosts(settings.sfu_ice_hosts or None)
     hooks.codec_guard.install()
 
+    hooks.set_udp_port_range(settings.sfu_udp_port_min, settings.sfu_udp_port_max)
 
 async def serve(settings: Settings, options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT; then close every peer connection."""

@@ -11,8 +11,12 @@ meeting routes: ``endpoint(meeting_id)`` creates (or finds) the Meeting named
 timeout reads. ``KubernetesRecorderRuntime`` creates Recording ``rec-<recording id>``
 (annotation ``konfer.io/recording-id``) with its recorder token in the Secret
 ``rec-<recording id>-recorder`` (owned by the Recording) and stops it with
-``spec.stop``; the recorder reports to the api over HTTP as it does locally. Called from
-``app.attach_sfu``.
+``spec.stop``; the recorder reports to the api over HTTP as it does locally. A live
+stream has no custom resource: ``start_streamer`` creates the Job ``stream-<stream id>``
+itself (owned by the Meeting, so ending the meeting removes it) with its token in the
+Secret ``stream-<stream id>-token`` (owned by the Job); ``stop("stream:<id>")`` suspends
+that Job as a backstop to the ``stop`` the streamer hears in its report answer. Called
+from ``app.attach_sfu``.
 """
 
 from __future__ import annotations
@@ -269,6 +273,9 @@ class KubernetesRecorderRuntime:
                 "recordAudio": "microphone" in sources,
                 "recordVideo": "camera" in sources,
                 "recordScreen": "screen_share" in sources,
+                "quality": spec.quality,
+                # The api serves downloads from its own bucket, so the recorder writes there.
+                "storage": {"bucket": self.settings.s3_bucket, "prefix": spec.storage_prefix},
             },
         }
         if spec.max_duration_seconds:
@@ -315,10 +322,80 @@ class KubernetesRecorderRuntime:
                 raise _unavailable(exc) from exc
 
     async def start_streamer(self, spec: StreamerSpec) -> None:
-        raise ServiceUnavailable("Live streaming runs only in the local runtime for now")
+        """The streamer Job, owned by the meeting's Meeting, then its token Secret owned by
+        the Job (the pod waits for it). A retry finds both by name and reuses them."""
+        api = await self._client()
+        custom: Any = client.CustomObjectsApi(api)
+        try:
+            meeting: dict[str, Any] = await custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, meeting_name(spec.meeting_id)
+            )
+        except ApiException as exc:
+            raise _unavailable(exc) from exc
+        batch: Any = client.BatchV1Api(api)
+        name = streamer_job_name(spec.stream_id)
+        try:
+            job: dict[str, Any] = api.sanitize_for_serialization(
+                await batch.create_namespaced_job(
+                    self.namespace, streamer_job(spec, meeting, self.settings)
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # 409: a retry of the same stream
+                raise _unavailable(exc) from exc
+            job = api.sanitize_for_serialization(
+                await batch.read_namespaced_job(name, self.namespace)
+            )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": streamer_secret_name(spec.stream_id),
+                "labels": dict(job["metadata"].get("labels") or {}),
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": name,
+                        "uid": job["metadata"]["uid"],
+                    }
+                ],
+            },
+            "type": "Opaque",
+            "stringData": {"token": spec.token},
+        }
+        core: Any = client.CoreV1Api(api)
+        try:
+            await core.create_namespaced_secret(self.namespace, secret)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _unavailable(exc) from exc
+        log.info("created streamer Job", extra={"stream_id": spec.stream_id, "job": name})
+
+    async def _suspend_streamer(self, stream_id: str) -> bool:
+        """Backstop for ``stop("stream:<id>")``: suspend the Job, which deletes its pod
+        (SIGTERM, then the grace period to finish the playlist and report). The streamer
+        normally stops first, on the ``stop`` in the answer to its next report; the Job
+        stays, suspended or complete, as the record of the run until the Meeting goes."""
+        batch: Any = client.BatchV1Api(await self._client())
+        try:
+            await batch.patch_namespaced_job(
+                streamer_job_name(stream_id),
+                self.namespace,
+                {"spec": {"suspend": True}},
+                _content_type=MERGE,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise _unavailable(exc) from exc
+        return True
 
     async def stop(self, recording_id: str) -> bool:
-        """``spec.stop``: the operator suspends the Job and the recorder finishes."""
+        """``spec.stop``: the operator suspends the Job and the recorder finishes.
+        ``stream:<id>`` keys are live streams: their Job is suspended here."""
+        if recording_id.startswith("stream:"):
+            return await self._suspend_streamer(recording_id.removeprefix("stream:"))
         custom: Any = client.CustomObjectsApi(await self._client())
         try:
             await custom.patch_namespaced_custom_object(
@@ -346,3 +423,170 @@ class KubernetesRecorderRuntime:
         if self._api is not None:
             await self._api.close()
             self._api = None
+
+
+# --- live streams: `konfer streamer` as a Job the api makes itself -----------------------
+#
+# Streams have no custom resource (design §2 fixes the CRDs), so the api creates the Job,
+# with the conventions of the operator's recorder Job (``konfer.operator.builders``):
+# recorder image, app.kubernetes.io/* labels, restricted security context, scratch
+# emptyDirs, restartPolicy Never, a termination message. The Meeting owns it, so ending
+# the meeting (deleting the Meeting) garbage-collects the Job, its pod and its Secret.
+
+STREAMER_COMPONENT = "streamer"
+STREAMER_SCRATCH_DIR = "/var/lib/konfer"
+STREAMER_TERMINATION_PATH = "/dev/termination-log"
+
+
+def streamer_job_name(stream_id: str) -> str:
+    return f"stream-{stream_id.lower()}"
+
+
+def streamer_secret_name(stream_id: str) -> str:
+    return f"{streamer_job_name(stream_id)}-token"
+
+
+def _streamer_args(spec: StreamerSpec) -> list[str]:
+    args = [
+        "streamer",
+        "--stream-id",
+        spec.stream_id,
+        "--meeting-id",
+        spec.meeting_id,
+        "--sfu-url",
+        spec.sfu_url,
+        "--type",
+        spec.kind,
+        "--video-bitrate",
+        str(spec.video_bitrate),
+    ]
+    if spec.rtmp_url:
+        args += ["--rtmp-url", spec.rtmp_url]
+    if spec.user_id:
+        args += ["--user-id", spec.user_id]
+    return args
+
+
+def _streamer_env(spec: StreamerSpec, settings: Settings) -> list[dict[str, Any]]:
+    """What the streamer needs besides its arguments; credentials only by reference (the
+    token Secret; S3 keys through ``KONFER_OPERATOR_ENV_SECRET``, as recorder pods)."""
+    env: list[dict[str, Any]] = [
+        {
+            "name": "KONFER_RECORDER_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": streamer_secret_name(spec.stream_id), "key": "token"}
+            },
+        },
+        {
+            "name": "KONFER_RECORDER_CALLBACK_URL",
+            "value": settings.recorder_callback_url or settings.operator_api_url,
+        },
+        {"name": "KONFER_SERVICE_NAME", "value": "konfer-streamer"},
+        {"name": "KONFER_DATA_DIR", "value": STREAMER_SCRATCH_DIR},
+        # HLS/DASH files go where the api serves them from: its own bucket.
+        {"name": "KONFER_S3_BUCKET", "value": settings.s3_bucket},
+        {"name": "KONFER_S3_SECURE", "value": "true" if settings.s3_secure else "false"},
+        {
+            "name": "KONFER_RECORDING_HEARTBEAT_SECONDS",
+            "value": str(settings.recording_heartbeat_seconds),
+        },
+        {
+            "name": "KONFER_RECORDING_UPLOAD_ATTEMPTS",
+            "value": str(settings.recording_upload_attempts),
+        },
+    ]
+    if settings.s3_endpoint:
+        env.append({"name": "KONFER_S3_ENDPOINT", "value": settings.s3_endpoint})
+    if settings.s3_region:
+        env.append({"name": "KONFER_S3_REGION", "value": settings.s3_region})
+    return env
+
+
+def streamer_job(spec: StreamerSpec, meeting: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The ``konfer streamer`` Job of one stream, owned by the meeting's Meeting object.
+
+    ``backoffLimit`` 0: a streamer that crashed has already reported (or its exit is seen
+    as the Job failing); restarting it would start a second, disjoint playlist.
+    ``activeDeadlineSeconds``: the streamer's media token lifetime (``streaming.
+    streamer_token``); past it the streamer can neither join nor report."""
+    labels = {
+        "app.kubernetes.io/name": f"konfer-{STREAMER_COMPONENT}",
+        "app.kubernetes.io/component": STREAMER_COMPONENT,
+        "app.kubernetes.io/part-of": "konfer",
+        "app.kubernetes.io/managed-by": "konfer-api",
+        "konfer.io/meeting": meeting["metadata"]["name"],
+        "konfer.io/stream": spec.stream_id.lower(),
+    }
+    container: dict[str, Any] = {
+        "name": STREAMER_COMPONENT,
+        "image": settings.operator_recorder_image,
+        "imagePullPolicy": settings.operator_image_pull_policy,
+        "command": ["konfer"],
+        "args": _streamer_args(spec),
+        "env": _streamer_env(spec, settings),
+        "envFrom": (
+            [{"secretRef": {"name": settings.operator_env_secret, "optional": True}}]
+            if settings.operator_env_secret
+            else []
+        ),
+        "terminationMessagePath": STREAMER_TERMINATION_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        # RTMP of VP8 transcodes: more than a recorder's stream copy.
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "256Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
+        "volumeMounts": [
+            {"name": "data", "mountPath": STREAMER_SCRATCH_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - the pod's own emptyDir
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": streamer_job_name(spec.stream_id),
+            "namespace": meeting["metadata"].get("namespace"),
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Meeting",
+                    "name": meeting["metadata"]["name"],
+                    "uid": meeting["metadata"]["uid"],
+                }
+            ],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": settings.recording_max_duration_seconds + 3600,
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": dict(settings.operator_recorder_pod_annotations),
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": settings.operator_recorder_grace_seconds,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "data", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {"medium": "Memory"}},
+                    ],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                },
+            },
+        },
+    }
