@@ -229,6 +229,9 @@ class Participant:
         self.track_owners: dict[str, str] = {}
         self.sub_connected_at: float | None = None
         self.sdps: list[str] = []
+        self.subscriber_restarts = 0
+        #: which track each subscriber m-line carries now (the SFU reuses m-lines)
+        self.mid_tracks: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = 0
 
@@ -273,6 +276,28 @@ class Participant:
         await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"]["sdp"], "answer"))
         return answer
 
+    async def restart_publisher(self, *tracks: MediaStreamTrack) -> dict[str, Any]:
+        """An ICE restart of the publisher connection, as an aiortc client can do one.
+
+        aiortc cannot restart ICE on a live connection, so the client offers its tracks
+        (same ids; new objects, since closing the old connection ends the old ones) on a
+        new connection, with new ICE credentials and DTLS fingerprint, and closes the
+        old one once the SFU has answered.
+        """
+        old = self.publisher
+        assert old is not None
+        self.publisher = None
+        answer = await self.publish(*tracks)
+        await old.close()
+        return answer
+
+    async def restart_subscriber(self) -> None:
+        """Ask the SFU for an ICE restart of the subscriber connection."""
+        r = await self.http.post(
+            f"/v1/peers/{self.peer_id}/signal", json={"type": "ice-restart", "pc": "subscriber"}
+        )
+        assert r.status_code == 200, r.text
+
     async def _poll(self) -> None:
         while True:
             r = await self.http.get(
@@ -294,8 +319,15 @@ class Participant:
         self.offers.append(message)
         for t in message["tracks"]:
             self.track_owners[t["track_id"]] = t["user_id"]
+            if t.get("mid") is not None:
+                self.mid_tracks[str(t["mid"])] = t["track_id"]
         assert_loopback_only(message["sdp"]["sdp"])
         self.sdps.append(message["sdp"]["sdp"])
+        if message.get("ice_restart") and self.subscriber is not None:
+            # aiortc cannot restart ICE on a connection: answer on a new one
+            old, self.subscriber = self.subscriber, None
+            self.subscriber_restarts += 1
+            await old.close()
         if self.subscriber is None:
             self.subscriber = new_pc()
             pc = self.subscriber
@@ -307,7 +339,8 @@ class Participant:
 
             @pc.on("track")
             def _track(track: MediaStreamTrack) -> None:
-                self._tasks.append(asyncio.create_task(self._consume(track)))
+                transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+                self._tasks.append(asyncio.create_task(self._consume(track, transceiver.mid)))
 
         pc = self.subscriber
         await pc.setRemoteDescription(RTCSessionDescription(message["sdp"]["sdp"], "offer"))
@@ -320,15 +353,53 @@ class Participant:
             json={"type": "answer", "pc": "subscriber", "sdp": {"type": "answer", "sdp": answer}},
         )
         assert r.status_code == 200, r.text
+        # The offer lists exactly the tracks this client receives now (as the browser
+        # client reads it): a track no longer listed has ended, its m-line is inactive.
+        listed = {t["track_id"] for t in message["tracks"]}
+        for track_id, got in self.received.items():
+            if track_id not in listed and got.ended_at is None:
+                got.ended_at = time.monotonic()
 
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        got = self.received.setdefault(track.id, Received(track.id, track.kind))
+    def received_at(self, mid: str) -> Received | None:
+        """What arrived of the track the subscriber m-line ``mid`` carries now."""
+        track_id = self.mid_tracks.get(mid)
+        return self.received.get(track_id) if track_id is not None else None
+
+    async def _consume(self, track: MediaStreamTrack, mid: str | None) -> None:
+        """Count frames for the track the m-line carries now (as a browser client does).
+
+        aiortc raises no new ``track`` event when an m-line is reused for another track,
+        so the frames are credited by mid, from the latest offer's track list. aiortc's
+        jitter buffer (which ignores the marker bit) releases the previous track's last
+        frame only when the next track's first packet arrives; the SFU continues the RTP
+        timestamps across the switch with the time that passed, so such a frame is told
+        apart by its timestamp and not counted for the new track.
+        """
+        clock = 90000 if track.kind == "video" else 48000
+        current: str | None = None
+        last_pts: int | None = None
+        stale_below: int | None = None
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
+                frame = None
+            track_id = self.mid_tracks.get(mid or "", track.id)
+            if track_id != current:
+                if current is not None and last_pts is not None:
+                    stale_below = last_pts + clock // 10
+                current = track_id
+            got = self.received.get(track_id)
+            if got is None:
+                got = self.received[track_id] = Received(track_id, track.kind)
+            if frame is None:
                 got.ended_at = time.monotonic()
                 return
+            if frame.pts is not None:
+                if stale_below is not None and frame.pts < stale_below:
+                    continue
+                stale_below = None
+                last_pts = int(frame.pts)
             if got.first_at is None:
                 got.first_at = time.monotonic()
             got.frames += 1

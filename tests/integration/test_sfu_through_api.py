@@ -125,6 +125,12 @@ class Client:
                 }
             )
         )
+        # The offer lists exactly the tracks this client receives now: one no longer
+        # listed has ended (its m-line is inactive, to be reused by a later track).
+        listed = {t["track_id"] for t in msg.get("tracks", [])}
+        for track_id, got in self.received.items():
+            if track_id not in listed and got.ended_at is None:
+                got.ended_at = time.monotonic()
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         got = self.received.setdefault(track.id, Received(track.id, track.kind))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from konfer.core.settings import Settings
-from konfer.sfu.room import EventLog, Room, RoomConfig
+from konfer.sfu.room import EventLog, Room, RoomConfig, choose_speakers
 
 OFFER = (
     "v=0\r\n"
@@ -44,4 +44,22 @@ def test_sfu_settings_read_comma_separated_ice_hosts() -> None:
     settings = Settings(_env_file=None, sfu_ice_hosts="127.0.0.1, 10.0.0.5")  # type: ignore[call-arg]
     assert settings.sfu_ice_hosts == ["127.0.0.1", "10.0.0.5"]
     assert settings.sfu_last_n == 9
+    assert settings.sfu_audio_top_n == 3
+    assert settings.sfu_audio_hold_ms == 1500
     assert settings.sfu_announced_ip is None
+
+
+def test_audio_top_n_keeps_a_speaker_through_pauses_and_then_hands_over() -> None:
+    spoke = {"a": 10.0, "b": 0.0, "c": 0.0}
+    # two candidates fit in k=2: both forwarded, even without speech
+    assert choose_speakers({"a", "b"}, spoke, set(), 2, 1.5, 10.0) == {"a", "b"}
+    # never-spoken peers take no place; the speaker does
+    assert choose_speakers({"a", "b", "c"}, spoke, set(), 1, 1.5, 10.0) == {"a"}
+    # b starts while a pauses within the hold time: a keeps its place
+    spoke["b"] = 11.0
+    assert choose_speakers({"a", "b", "c"}, spoke, {"a"}, 1, 1.5, 11.0) == {"a"}
+    # a has been quiet longer than the hold time: b takes over
+    spoke["b"] = 11.6
+    assert choose_speakers({"a", "b", "c"}, spoke, {"a"}, 1, 1.5, 11.6) == {"b"}
+    # with k=2 the most recent speakers fill the places
+    assert choose_speakers({"a", "b", "c"}, spoke, set(), 2, 1.5, 20.0) == {"a", "b"}

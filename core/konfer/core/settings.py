@@ -204,17 +204,6 @@ class Settings(BaseSettings):
     sfu_keyframe_min_interval_ms: int = Field(
         default=500, ge=0, description="At most one keyframe request upstream per track per this"
     )
-
-    # Recording (`konfer recorder`, one process per recording) and the api's side of it.
-    recorder_token: SecretStr | None = Field(
-        default=None, description="The recorder's media token (grants recorder + hidden)"
-    )
-    recorder_callback_url: str | None = Field(
-        default=None,
-        description="api base URL recorders report to; http://127.0.0.1:<port> when unset",
-    )
-    recording_spool_dir: Path | None = Field(
-        default=None,
     sfu_udp_port_min: int | None = Field(
         default=None, ge=1, le=65535, description="First UDP port for media; ephemeral if unset"
     )
@@ -227,6 +216,17 @@ class Settings(BaseSettings):
     sfu_audio_hold_ms: int = Field(
         default=1500, ge=0, description="A speaker stays forwarded this long after going quiet"
     )
+
+    # Recording (`konfer recorder`, one process per recording) and the api's side of it.
+    recorder_token: SecretStr | None = Field(
+        default=None, description="The recorder's media token (grants recorder + hidden)"
+    )
+    recorder_callback_url: str | None = Field(
+        default=None,
+        description="api base URL recorders report to; http://127.0.0.1:<port> when unset",
+    )
+    recording_spool_dir: Path | None = Field(
+        default=None,
         description="Where recorders write and keep files; data_dir/recordings when unset",
     )
     recording_upload_attempts: int = Field(default=5, ge=1, le=50)
@@ -237,6 +237,17 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="How often a recorder reports (and hears a stop)"
     )
     recording_max_duration_seconds: int = Field(default=4 * 3600, gt=0)
+    recording_storage_prefix: str = Field(
+        default="recordings/",
+        max_length=512,
+        description="Object key prefix of recordings: <prefix><meeting id>/<recording id>.<ext>",
+    )
+    recorder_rejoin_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a recorder that lost its SFU stays paused, rejoining, before "
+        "it gives up and stores what it has",
+    )
     recorder_metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve the recorder's /metrics on this port"
     )
@@ -260,17 +271,6 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="How long starting a meeting waits for status.sfu.ready"
     )
     operator_namespaces: Annotated[list[str], NoDecode] = Field(
-    recording_storage_prefix: str = Field(
-        default="recordings/",
-        max_length=512,
-        description="Object key prefix of recordings: <prefix><meeting id>/<recording id>.<ext>",
-    )
-    recorder_rejoin_timeout_seconds: float = Field(
-        default=120.0,
-        gt=0,
-        description="How long a recorder that lost its SFU stays paused, rejoining, before "
-        "it gives up and stores what it has",
-    )
         default_factory=list,
         description="Comma-separated namespaces the operator watches; all namespaces if empty",
     )
@@ -287,6 +287,12 @@ class Settings(BaseSettings):
         description="Secret whose keys become SFU and recorder pods' environment (KONFER_S3_…)",
     )
     operator_sfu_port: int = Field(default=7880, ge=1, le=65535, description="SFU control port")
+    operator_sfu_udp_port_min: int = Field(
+        default=50000,
+        ge=1024,
+        le=64000,
+        description="First UDP media port of SFU pods; each gets maxParticipants + 16 ports",
+    )
     operator_sfu_host_network: bool = Field(
         default=False, description="Run SFU pods on the node's network (no TURN relay needed)"
     )
@@ -298,12 +304,6 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A Meeting whose SFU is not ready after this fails"
     )
     operator_recorder_backoff_limit: int = Field(default=1, ge=0)
-    operator_sfu_udp_port_min: int = Field(
-        default=50000,
-        ge=1024,
-        le=64000,
-        description="First UDP media port of SFU pods; each gets maxParticipants + 16 ports",
-    )
     operator_recorder_grace_seconds: int = Field(
         default=60, ge=1, description="Time a stopped recorder has to finish and upload its file"
     )
@@ -345,6 +345,14 @@ class Settings(BaseSettings):
         default="cpu", description="Where local model servers run (gpu: CUDA float16)"
     )
     ai_cpu_threads: int = Field(default=0, ge=0, description="Threads per model; 0 = all cores")
+    ai_whisper_batch_size: int = Field(
+        default=8,
+        ge=0,
+        description=(
+            "Speech longer than one 30 s window is cut at pauses (VAD) and its windows decoded"
+            " as one batch of this size; 0 decodes window after window"
+        ),
+    )
     ai_server_start_timeout_seconds: float = Field(default=180.0, gt=0)
     ai_request_timeout_seconds: float = Field(default=600.0, gt=0)
     ai_health_interval_seconds: float = Field(
@@ -375,14 +383,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    ai_whisper_batch_size: int = Field(
-        default=8,
-        ge=0,
-        description=(
-            "Speech longer than one 30 s window is cut at pauses (VAD) and its windows decoded"
-            " as one batch of this size; 0 decodes window after window"
-        ),
-    )
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
             for key in (

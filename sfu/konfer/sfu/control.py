@@ -135,9 +135,22 @@ class Control:
             return await self._negotiate(peer, body, expect=str(kind))
         if kind == "ice-candidate":
             return await self._candidate(peer, body)
+        if kind == "ice-restart":
+            return await self._ice_restart(peer, body)
         raise ValidationFailed(
-            f"Unsupported message type {kind!r}: send offer, answer or ice-candidate"
+            f"Unsupported message type {kind!r}: send offer, answer, ice-candidate or ice-restart"
         )
+
+    async def _ice_restart(self, peer: Peer, body: dict[str, Any]) -> JSONResponse:
+        """The client asks for an ICE restart of the connection the SFU offers on."""
+        if _pc_name(body) != "subscriber":
+            raise ValidationFailed(
+                "The client restarts ICE on its publisher connection itself: send an offer "
+                "with new ICE credentials (iceRestart)"
+            )
+        self.room.touch(peer)
+        await self.room.restart_subscriber(peer)
+        return JSONResponse({"messages": []})
 
     async def negotiate(self, request: Request) -> JSONResponse:
         user_id, grants = self._principal(request)

@@ -104,12 +104,15 @@ class Downstream:
         "addr",
         "is_closing",
         "next_seq",
+        "next_ts",
         "octets",
         "on_keyframe_request",
         "packets",
+        "paused_at",
         "peer_id",
         "protect",
         "pt",
+        "rebase",
         "remb",
         "sender",
         "sendto",
@@ -121,7 +124,13 @@ class Downstream:
         "wanted",
     )
 
-    def __init__(self, track: PublishedTrack, sender: RTCRtpSender, peer_id: str) -> None:
+    def __init__(
+        self,
+        track: PublishedTrack,
+        sender: RTCRtpSender,
+        peer_id: str,
+        previous: Downstream | None = None,
+    ) -> None:
         self.track = track
         self.sender = sender
         self.peer_id = peer_id
@@ -132,6 +141,18 @@ class Downstream:
         self.next_seq = secrets.randbits(15)
         self.packets = 0
         self.octets = 0
+        # Timestamps continue from ``next_ts`` (plus the time since ``paused_at``) when
+        # the source changes under the same SSRC: a reused m-line, a publisher's restart.
+        self.next_ts = 0
+        self.paused_at = 0.0
+        self.rebase = False
+        if previous is not None:  # the sender (SSRC) carried another track before
+            self.next_seq = previous.next_seq
+            self.next_ts = previous.next_ts
+            self.paused_at = previous.paused_at
+            self.rebase = previous.paused_at > 0.0
+            self.packets = previous.packets
+            self.octets = previous.octets
         self.remb: int | None = None
         self.started = False
         self.wanted = True  # last-N / mute selection wants this subscriber fed
@@ -225,6 +246,7 @@ class PublishedTrack:
     ) -> None:
         self.track_id = track_id
         self.mid = ""
+        self.client_track_id = ""  # the track id in the publisher's msid
         self.peer_id = peer_id
         self.user_id = user_id
         self.kind = kind
@@ -237,6 +259,7 @@ class PublishedTrack:
         self.keyframe_interval = keyframe_interval
         self.is_audio = kind == "audio"
         self.enabled = True  # media state: False while the publisher is muted
+        self.levels_seen = False  # audio: the publisher sends audio levels (top-N ranking)
         self.live: list[Downstream] = []
         self.pending: list[Downstream] = []
         self.downstreams: dict[str, Downstream] = {}
@@ -288,12 +311,45 @@ class PublishedTrack:
             packet.sequence_number = (payload[0] << 8) | payload[1]
             packet.payload = payload[2:]
             packet.payload_type = self.payload_type
-        else:
-            self.media_ssrc = packet.ssrc
+        elif packet.ssrc != self.media_ssrc:
+            self._new_stream(packet.ssrc)
         nack = self._nack
         if nack is not None and nack.add(packet):
             await hooks.send_nack(self.receiver, packet.ssrc, sorted(nack.missing))
         self.forward(packet)
+
+    def _new_stream(self, ssrc: int) -> None:
+        """The first packet of the publisher's media stream (or of a replacement stream)."""
+        self.media_ssrc = ssrc
+        if self.pending and not self.is_audio:
+            self.request_keyframe()
+
+    def rebind(
+        self, receiver: RTCRtpReceiver, codec: RTCRtpCodecParameters, rtx_payload_type: int | None
+    ) -> None:
+        """Receive this track from another receiver (the publisher's new connection).
+
+        Subscribers keep their senders and numbering: each restarts at the next keyframe
+        of the new stream, exactly as after a pause.
+        """
+        hooks.unhook_receiver(self.receiver)
+        self.receiver = receiver
+        self.codec = codec
+        self.codec_name = codec.name.upper()
+        self.payload_type = codec.payloadType or 0
+        self.rtx_payload_type = rtx_payload_type
+        self._clockrate = codec.clockRate
+        self._streams = hooks.receiver_statistics(receiver)
+        self._nack = hooks.receiver_nack_generator(receiver)
+        self.media_ssrc = None
+        self._last_pli = 0.0
+        if not self.is_audio:
+            self.history = [None] * HISTORY_SIZE
+        for d in list(self.live):
+            self.pause(d)
+            d.rebase = True
+            self.resume(d, reason="restart")
+        hooks.hook_receiver(receiver, self.on_rtp, self.on_rtcp)
 
     def forward(self, packet: RtpPacket) -> None:
         payload = packet.payload
@@ -316,6 +372,7 @@ class PublishedTrack:
                 body = payload
             else:
                 b0 = 0x90
+                self.levels_seen = True
                 if level[1] < SPEAKING_LEVEL:
                     self._on_speaking(self.peer_id)
                 body = (
@@ -323,7 +380,7 @@ class PublishedTrack:
                     + payload
                 )
             if self.pending:
-                self._admit(seq)
+                self._admit(seq, ts)
         else:
             b0 = 0x90
             body = (
@@ -331,7 +388,7 @@ class PublishedTrack:
                 + payload
             )
             if self.pending and is_keyframe_start(self.codec_name, payload):
-                self._admit(seq)
+                self._admit(seq, ts)
             self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, b1, b0, body)
         live = self.live
         for d in live:
@@ -356,10 +413,14 @@ class PublishedTrack:
         self.packets_out += len(live)
         self.bytes_out += size * len(live)
 
-    def _admit(self, seq: int) -> None:
+    def _admit(self, seq: int, ts: int) -> None:
         """Start the waiting subscribers at this packet, continuing their own numbering."""
         for d in self.pending:
             d.seq_delta = (d.next_seq - seq) & 0xFFFF
+            if d.rebase:
+                elapsed = max(time.time() - d.paused_at, 0.0)
+                d.ts_delta = (d.next_ts + int(elapsed * self._clockrate) - ts) & 0xFFFFFFFF
+                d.rebase = False
             self.live.append(d)
         self.pending.clear()
 
@@ -371,8 +432,10 @@ class PublishedTrack:
 
     # --- subscribers -------------------------------------------------------------------
 
-    def attach(self, sender: RTCRtpSender, peer_id: str) -> Downstream:
-        d = Downstream(self, sender, peer_id)
+    def attach(
+        self, sender: RTCRtpSender, peer_id: str, previous: Downstream | None = None
+    ) -> Downstream:
+        d = Downstream(self, sender, peer_id, previous)
         self.downstreams[peer_id] = d
         return d
 
@@ -396,6 +459,8 @@ class PublishedTrack:
         if d in self.live:
             self.live.remove(d)
             d.next_seq = (self.last_seq + d.seq_delta + 1) & 0xFFFF
+            d.next_ts = (self.last_ts + d.ts_delta) & 0xFFFFFFFF
+            d.paused_at = self.last_time
         elif d in self.pending:
             self.pending.remove(d)
 
@@ -457,7 +522,8 @@ class PublishedTrack:
         if self._pli_timer is not None:
             self._pli_timer.cancel()
             self._pli_timer = None
-        self.live.clear()
+        for d in list(self.live):
+            self.pause(d)  # where its numbering stops, should its m-line carry another track
         self.pending.clear()
         self._on_ended(self)
 

@@ -6,6 +6,10 @@ to receive and re-offers whenever that changes; the client answers), as design Â
 Messages for a client that are not a direct reply to its request (subscriber offers) go
 to the peer's :class:`EventLog`, which the control API serves as a long-poll.
 
+The room also decides what flows: video from the last N speakers, audio from the top K
+(with a hold time), subscriber m-lines reused as tracks come and go, and ICE restarts
+done by replacing a connection (aiortc cannot restart ICE on a live one).
+
 ``control`` calls this module; it calls ``forwarding`` and, through it, the aiortc hooks.
 """
 
@@ -64,6 +68,8 @@ class RoomConfig:
     announced_ip: str | None = None
     last_n: int = 9
     keyframe_interval: float = 0.5
+    audio_top_n: int = 3
+    audio_hold: float = 1.5
 
 
 def now_iso() -> str:
@@ -149,6 +155,9 @@ class Peer:
     subscriber: RTCPeerConnection | None = None
     published: dict[str, PublishedTrack] = field(default_factory=dict)  # by publisher mid
     subscriptions: dict[str, Subscription] = field(default_factory=dict)  # by track id
+    #: Subscriber m-lines whose track went away, free for the next track of their kind
+    #: (with the downstream that last used each, for its numbering).
+    spare: list[tuple[RTCRtpTransceiver, Downstream | None]] = field(default_factory=list)
     events: EventLog = field(default_factory=EventLog)
     early_candidates: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {"publisher": [], "subscriber": []}
@@ -168,6 +177,7 @@ class Peer:
     renegotiate_again: bool = False
     renegotiation: asyncio.Task[None] | None = None
     offers_sent: int = 0
+    ice_restart: bool = False  # the next subscriber offer comes from a new connection
     closed: bool = False
     joined_monotonic: float = field(default_factory=time.monotonic)
 
@@ -193,6 +203,9 @@ class Room:
         self.peers: dict[str, Peer] = {}
         self.tracks: dict[str, PublishedTrack] = {}
         self.last_spoke: dict[str, float] = {}
+        #: Peers whose microphone is forwarded now (see :func:`choose_speakers`).
+        self.audio_selected: set[str] = set()
+        self._next_audio_check = 0.0
         self.rates: dict[str, tuple[float, float]] = {}  # track id -> (in bps, out bps)
         self._rate_marks: dict[str, tuple[int, int]] = {}
         self._rate_time = time.monotonic()
@@ -299,24 +312,30 @@ class Room:
                 details={"allowed": list(peer.grants.can_publish_sources)},
             )
         async with peer.publisher_lock:
-            fresh = peer.publisher is None
-            pc = peer.publisher or self._new_pc()
-            if fresh:
-                peer.publisher = pc
-                pc.on("connectionstatechange", lambda: self._publisher_state(peer))
+            previous = peer.publisher
+            restart = previous is not None and _ice_restarted(previous, description)
+            fresh = previous is None or restart
+            pc = self._new_pc() if fresh else previous
+            assert pc is not None
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
                 await pc.setLocalDescription(await pc.createAnswer())
             except Exception as exc:
                 if fresh:
-                    peer.publisher = None
                     with contextlib.suppress(Exception):
                         await pc.close()
                 raise _sdp_error(exc) from exc
+            if fresh:
+                peer.publisher = pc
+                pc.on("connectionstatechange", lambda: self._publisher_state(peer, pc))
             for candidate in peer.early_candidates["publisher"]:
                 await _add_candidate(pc, candidate)
             peer.early_candidates["publisher"].clear()
-            changed = self._sync_published(peer, pc, description, sources)
+            changed = False
+            if restart and previous is not None:
+                changed = self._move_published(peer, pc, description, sources)
+                spawn(previous.close())
+            changed = self._sync_published(peer, pc, description, sources) or changed
         if changed:
             self._renegotiate_everyone(exclude=peer.peer_id)
         answer = pc.localDescription
@@ -406,6 +425,7 @@ class Room:
                 on_ended=self._track_ended,
             )
             track.mid = mid
+            track.client_track_id = wanted_id
             track.enabled = self._source_enabled(peer, track.source)
             peer.published[mid] = track
             self.tracks[track_id] = track
@@ -415,9 +435,67 @@ class Room:
             changed = True
         return changed
 
-    def _publisher_state(self, peer: Peer) -> None:
-        pc = peer.publisher
-        if pc is not None and pc.connectionState in ("failed", "closed"):
+    def _move_published(
+        self,
+        peer: Peer,
+        pc: RTCPeerConnection,
+        description: sdp.SessionDescription,
+        sources: dict[str, str],
+    ) -> bool:
+        """ICE restart: carry the peer's tracks over to the connection that replaces the old.
+
+        aiortc cannot restart ICE on a live connection (it starts its ICE transport once),
+        so an offer with new ICE credentials gets a new connection, answered with a new
+        DTLS fingerprint, which makes the client renegotiate DTLS too. The tracks keep their
+        ids and their subscribers; only their receivers change. A track whose m-line no
+        longer sends, or now sends another codec, ends (and a new one begins).
+        """
+        by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None}
+        media_by_client_id: dict[str, sdp.MediaDescription] = {}
+        media_by_mid: dict[str, sdp.MediaDescription] = {}
+        for m in description.media:
+            if m.kind in ("audio", "video") and (m.rtp.muxId or "") in sources:
+                media_by_mid[m.rtp.muxId or ""] = m
+                client_id = description.webrtc_track_id(m)
+                if client_id:
+                    media_by_client_id[client_id] = m
+        changed = False
+        moved: dict[str, PublishedTrack] = {}
+        for track in list(peer.published.values()):
+            media = media_by_client_id.get(track.client_track_id) or media_by_mid.get(track.mid)
+            mid = (media.rtp.muxId or "") if media is not None else ""
+            transceiver = by_mid.get(mid)
+            codecs = hooks.transceiver_codecs(transceiver) if transceiver is not None else []
+            main = next((c for c in codecs if c.name.lower() != "rtx"), None)
+            if (
+                media is None
+                or media.port == 0
+                or transceiver is None
+                or main is None
+                or main.mimeType.lower() != track.codec.mimeType.lower()
+                or mid in moved
+            ):
+                track.end()
+                changed = True
+                continue
+            rtx = next(
+                (
+                    c.payloadType
+                    for c in codecs
+                    if c.name.lower() == "rtx" and c.parameters.get("apt") == main.payloadType
+                ),
+                None,
+            )
+            track.rebind(transceiver.receiver, main, rtx)
+            track.mid = mid
+            moved[mid] = track
+        peer.published = moved
+        return changed
+
+    def _publisher_state(self, peer: Peer, pc: RTCPeerConnection) -> None:
+        if pc is not peer.publisher:
+            return  # replaced by an ICE restart; its tracks live on on the new one
+        if pc.connectionState in ("failed", "closed"):
             for track in list(peer.published.values()):
                 track.end()
 
@@ -445,25 +523,70 @@ class Room:
         if peer.selection is not None and track.track_id not in peer.selection:
             return
         if peer.subscriber is None:
-            peer.subscriber = self._new_pc()
-            pc = peer.subscriber
-            pc.on("connectionstatechange", lambda: self._subscriber_state(peer))
+            peer.subscriber = self._new_subscriber_pc(peer)
         forward = ForwardTrack(track.kind, track.track_id)
-        transceiver = peer.subscriber.addTransceiver(forward, direction="sendonly")
+        reused = self._take_spare(peer, track)
+        if reused is None:
+            transceiver = peer.subscriber.addTransceiver(forward, direction="sendonly")
+            self._bind_subscription(peer, track, transceiver)
+            return
+        transceiver, previous = reused
+        transceiver.sender.replaceTrack(forward)
+        transceiver.direction = "sendonly"
+        self._bind_subscription(peer, track, transceiver, previous)
+
+    def _take_spare(
+        self, peer: Peer, track: PublishedTrack
+    ) -> tuple[RTCRtpTransceiver, Downstream | None] | None:
+        """An inactive m-line of the track's kind and codec, so the SDP does not grow.
+
+        Recorders never reuse: an aiortc receiver is bound to the first track of its
+        m-line (no new ``track`` event, and RTCP BYE stops its decoder for good).
+        """
+        if peer.grants.recorder:
+            return None
+        mime = track.codec.mimeType.lower()
+        for i, (transceiver, previous) in enumerate(peer.spare):
+            if transceiver.kind != track.kind:
+                continue
+            if previous is None or previous.track.codec.mimeType.lower() == mime:
+                return peer.spare.pop(i)
+        return None
+
+    def _new_subscriber_pc(self, peer: Peer) -> RTCPeerConnection:
+        pc = self._new_pc()
+        pc.on("connectionstatechange", lambda: self._subscriber_state(peer, pc))
+        return pc
+
+    def _bind_subscription(
+        self,
+        peer: Peer,
+        track: PublishedTrack,
+        transceiver: RTCRtpTransceiver,
+        previous: Downstream | None = None,
+    ) -> None:
         transceiver.setCodecPreferences(_preferences(track))
         hooks.set_sender_ids(transceiver.sender, track.peer_id, track.track_id)
-        downstream = track.attach(transceiver.sender, peer.peer_id)
+        downstream = track.attach(transceiver.sender, peer.peer_id, previous)
         downstream.wanted = self._wanted(track) or peer.grants.recorder
         peer.subscriptions[track.track_id] = Subscription(transceiver, downstream, track)
 
     def _unsubscribe(self, peer: Peer, track_id: str) -> None:
-        """Stop sending a track to a peer: RTCP BYE now, an inactive m-line in the re-offer."""
+        """Stop sending a track to a peer: an inactive m-line in the re-offer.
+
+        The m-line (and its sender, still running) waits in ``peer.spare`` for the next
+        track of its kind; the offer's track list tells the client the track is gone.
+        A recorder's sender is stopped instead (RTCP BYE ends the track there).
+        """
         sub = peer.subscriptions.pop(track_id, None)
         if sub is None:
             return
         sub.track.detach(peer.peer_id)
         sub.transceiver.direction = "inactive"
-        spawn(sub.transceiver.sender.stop())
+        if peer.grants.recorder:
+            spawn(sub.transceiver.sender.stop())
+        else:
+            peer.spare.append((sub.transceiver, sub.downstream))
         self._schedule_renegotiation(peer)
 
     def set_subscriptions(self, peer: Peer, track_ids: list[str] | None) -> None:
@@ -492,9 +615,50 @@ class Room:
             raise NotFound(f"No track {track_id!r} in this meeting")
         return track
 
-    def _subscriber_state(self, peer: Peer) -> None:
-        pc = peer.subscriber
-        if pc is not None and pc.connectionState in ("failed", "closed"):
+    async def restart_subscriber(self, peer: Peer) -> None:
+        """ICE restart of the subscriber connection, on the client's request.
+
+        aiortc cannot restart ICE on a live connection, so the SFU replaces it: a new
+        connection with the same m-lines in the same order (kinds and mids match, so a
+        browser applies the offer to its existing connection as an ICE and DTLS restart;
+        an aiortc client, seeing ``ice_restart``, answers on a new connection), the same
+        tracks with the same ids. The offer arrives as usual on the event stream.
+        """
+        async with peer.subscriber_lock:
+            old = peer.subscriber
+            if old is None or peer.closed:
+                raise NegotiationConflict("There is no subscriber connection to restart")
+            pc = self._new_subscriber_pc(peer)
+            by_transceiver = {id(s.transceiver): s for s in peer.subscriptions.values()}
+            peer.subscriptions = {}
+            peer.spare = []
+            for transceiver in old.getTransceivers():
+                sub = by_transceiver.get(id(transceiver))
+                if sub is None:
+                    placeholder = pc.addTransceiver(transceiver.kind, direction="inactive")
+                    if not peer.grants.recorder:
+                        peer.spare.append((placeholder, None))
+                    continue
+                sub.track.detach(peer.peer_id)
+                forward = ForwardTrack(sub.track.kind, sub.track.track_id)
+                self._bind_subscription(
+                    peer, sub.track, pc.addTransceiver(forward, direction="sendonly")
+                )
+            peer.subscriber = pc
+            peer.offer_outstanding = False
+            peer.renegotiate_again = False
+            peer.ice_restart = True
+            peer.early_candidates["subscriber"].clear()
+            if peer.renegotiation is not None and not peer.renegotiation.done():
+                peer.renegotiation.cancel()
+            peer.renegotiation = None
+            spawn(old.close())
+        self._schedule_renegotiation(peer)
+
+    def _subscriber_state(self, peer: Peer, pc: RTCPeerConnection) -> None:
+        if pc is not peer.subscriber:
+            return
+        if pc.connectionState in ("failed", "closed"):
             for sub in list(peer.subscriptions.values()):
                 sub.track.pause(sub.downstream)
 
@@ -534,17 +698,19 @@ class Room:
             peer.offer_outstanding = True
             peer.offers_sent += 1
             offer = pc.localDescription
-            peer.events.push(
-                {
-                    "type": "offer",
-                    "pc": "subscriber",
-                    "sdp": {"type": "offer", "sdp": self._announce(offer.sdp)},
-                    "tracks": [
-                        {**self.track_info(s.track), "mid": s.transceiver.mid}
-                        for s in peer.subscriptions.values()
-                    ],
-                }
-            )
+            message: dict[str, Any] = {
+                "type": "offer",
+                "pc": "subscriber",
+                "sdp": {"type": "offer", "sdp": self._announce(offer.sdp)},
+                "tracks": [
+                    {**self.track_info(s.track), "mid": s.transceiver.mid}
+                    for s in peer.subscriptions.values()
+                ],
+            }
+            if peer.ice_restart:
+                message["ice_restart"] = True
+                peer.ice_restart = False
+            peer.events.push(message)
 
     async def subscriber_answer(self, peer: Peer, answer_sdp: str) -> None:
         """Apply the client's answer to the SFU's last subscriber offer."""
@@ -576,7 +742,34 @@ class Room:
     # --- selection, media state --------------------------------------------------------
 
     def speaking(self, peer_id: str) -> None:
-        self.last_spoke[peer_id] = time.monotonic()
+        """A packet of speech from ``peer_id`` (called on the per-packet path).
+
+        A speaker who is not forwarded yet is considered at once (at most every 100 ms),
+        not at the next tick: the packet that called this is then already forwarded, so
+        the first syllable is not lost.
+        """
+        now = time.monotonic()
+        self.last_spoke[peer_id] = now
+        if peer_id not in self.audio_selected and now >= self._next_audio_check:
+            self._next_audio_check = now + 0.1
+            self.apply_audio_selection(now)
+
+    def apply_audio_selection(self, now: float | None = None) -> None:
+        """Forward microphones only from the top speakers (recorders get every one)."""
+        mics = [t for t in self.tracks.values() if t.source == "microphone"]
+        self.audio_selected = choose_speakers(
+            {t.peer_id for t in mics if t.levels_seen},
+            self.last_spoke,
+            self.audio_selected,
+            self.config.audio_top_n,
+            self.config.audio_hold,
+            time.monotonic() if now is None else now,
+        )
+        recorders = {p.peer_id for p in self.peers.values() if p.grants.recorder}
+        for track in mics:
+            wanted = self._wanted(track)
+            for d in list(track.downstreams.values()):
+                track.set_wanted(d, wanted or d.peer_id in recorders)
 
     def selected_speakers(self) -> set[str]:
         """The ``last_n`` peers whose video is forwarded: most recent speakers first."""
@@ -591,6 +784,9 @@ class Room:
         return set(sorted(publishers, key=rank, reverse=True)[: self.config.last_n])
 
     def _wanted(self, track: PublishedTrack, selected: set[str] | None = None) -> bool:
+        if track.source == "microphone":
+            # A microphone without audio levels cannot be ranked: always forwarded.
+            return not track.levels_seen or track.peer_id in self.audio_selected
         if track.source != "camera":
             return True
         return track.peer_id in (selected if selected is not None else self.selected_speakers())
@@ -638,6 +834,7 @@ class Room:
             for d in track.live:
                 d.sync_report()
         self.apply_selection()
+        self.apply_audio_selection()
         if remb:
             for track in list(self.tracks.values()):
                 if await track.send_remb() is not None:
@@ -775,6 +972,33 @@ class Room:
         return "\r\n".join(lines)
 
 
+def choose_speakers(
+    candidates: set[str],
+    last_spoke: dict[str, float],
+    current: set[str],
+    k: int,
+    hold: float,
+    now: float,
+) -> set[str]:
+    """The ``k`` peers whose audio is forwarded, with hysteresis.
+
+    A selected peer keeps its place while it spoke within ``hold`` seconds, so pauses
+    between words never cut it off; free places go to the most recent speakers. Peers
+    that never spoke are not forwarded at all (their packets would be silence) unless
+    there are at most ``k`` candidates.
+    """
+    if len(candidates) <= k:
+        return set(candidates)
+    chosen = {p for p in current if p in candidates and now - last_spoke.get(p, 0.0) < hold}
+    if len(chosen) > k:  # k shrank: keep the most recent
+        chosen = set(sorted(chosen, key=lambda p: last_spoke.get(p, 0.0), reverse=True)[:k])
+    for peer_id in sorted(candidates - chosen, key=lambda p: last_spoke.get(p, 0.0), reverse=True):
+        if len(chosen) >= k or last_spoke.get(peer_id, 0.0) <= 0.0:
+            break
+        chosen.add(peer_id)
+    return chosen
+
+
 def _quality(loss_rate: float, rtt_ms: float) -> str:
     """Bucket a peer by measured loss and round-trip time."""
     if loss_rate < 0.01 and rtt_ms < 100:
@@ -841,6 +1065,20 @@ def _parse_sdp(text: str) -> sdp.SessionDescription:
         if not m.dtls or not m.dtls.fingerprints:
             raise InvalidSdp(f"m-line {m.rtp.muxId or m.kind} lacks a DTLS fingerprint")
     return description
+
+
+def _ice_restarted(pc: RTCPeerConnection, offer: sdp.SessionDescription) -> bool:
+    """Whether ``offer`` carries ICE credentials other than the connection's current ones."""
+    current = pc.remoteDescription
+    if current is None:
+        return False
+    before = {
+        (m.ice.usernameFragment, m.ice.password)
+        for m in sdp.SessionDescription.parse(current.sdp).media
+        if m.ice is not None
+    }
+    after = {(m.ice.usernameFragment, m.ice.password) for m in offer.media if m.ice is not None}
+    return bool(before) and not (after & before)
 
 
 def _sdp_error(exc: Exception) -> Exception:

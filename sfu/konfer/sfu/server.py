@@ -42,6 +42,8 @@ def room_config(settings: Settings, meeting_id: str) -> RoomConfig:
         announced_ip=settings.sfu_announced_ip,
         last_n=settings.sfu_last_n,
         keyframe_interval=settings.sfu_keyframe_min_interval_ms / 1000.0,
+        audio_top_n=settings.sfu_audio_top_n,
+        audio_hold=settings.sfu_audio_hold_ms / 1000.0,
     )
 
 
@@ -51,9 +53,9 @@ def prepare_process(settings: Settings) -> None:
     if problems:
         raise RuntimeError("aiortc does not match the SFU's hooks: " + "; ".join(problems))
     hooks.set_ice_hosts(settings.sfu_ice_hosts or None)
+    hooks.set_udp_port_range(settings.sfu_udp_port_min, settings.sfu_udp_port_max)
     hooks.codec_guard.install()
 
-    hooks.set_udp_port_range(settings.sfu_udp_port_min, settings.sfu_udp_port_max)
 
 async def serve(settings: Settings, options: ServeOptions) -> None:
     """Run until SIGTERM/SIGINT; then close every peer connection."""
@@ -77,10 +79,10 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
         timeout_graceful_shutdown=2,
     )
     server = _Server(config, room)  # it turns SIGTERM/SIGINT into a graceful exit
+    freeze_startup_heap()  # no full-collection pauses in the forwarding path
     print(
         f"konfer sfu: meeting {options.meeting_id} on http://{options.host}:{options.port}",
         flush=True,
-    freeze_startup_heap()  # no full-collection pauses in the forwarding path
     )
     try:
         await server.serve()

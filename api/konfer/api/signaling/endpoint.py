@@ -151,7 +151,7 @@ async def _handle(
             }
         )
         await hub.exit(conn)
-    elif isinstance(msg, p.Offer | p.Answer | p.IceCandidate):
+    elif isinstance(msg, p.Offer | p.Answer | p.IceCandidate | p.IceRestart):
         await _relay(hub, conn, info, msg)
     elif isinstance(msg, p.MediaState):
         for key in ("audio_enabled", "video_enabled", "screen_sharing"):
@@ -275,7 +275,7 @@ async def _relay(
     hub: SignalingHub,
     conn: Connection,
     info: SessionInfo,
-    msg: p.Offer | p.Answer | p.IceCandidate,
+    msg: p.Offer | p.Answer | p.IceCandidate | p.IceRestart,
 ) -> None:
     skip = {"room_id"}
     if isinstance(msg, p.Offer) and msg.track_sources is None:

@@ -92,6 +92,12 @@ class IceCandidate(_Relay):
     candidate: IceCandidateInit | None  # null means end of candidates
 
 
+class IceRestart(_Relay):
+    """Ask the offering side for an ICE restart (the SFU offers on ``pc: subscriber``)."""
+
+    type: Literal["ice-restart"]
+
+
 class MediaState(_Client):
     type: Literal["media-state"]
     room_id: str | None = None
@@ -110,13 +116,14 @@ class Ping(_Client):
     type: Literal["ping", "pong"]
 
 
-ClientMessage = Join | Leave | Offer | Answer | IceCandidate | MediaState | Chat | Ping
+ClientMessage = Join | Leave | Offer | Answer | IceCandidate | IceRestart | MediaState | Chat | Ping
 _BY_TYPE: dict[str, type[BaseModel]] = {
     "join": Join,
     "leave": Leave,
     "offer": Offer,
     "answer": Answer,
     "ice-candidate": IceCandidate,
+    "ice-restart": IceRestart,
     "media-state": MediaState,
     "chat": Chat,
     "ping": Ping,
