@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from konfer.api.inference import transcripts
-from konfer.api.inference.kubernetes import KubernetesModelRuntime
 from konfer.api.inference.local import LocalModelRuntime
 from konfer.api.inference.runtime import ModelRuntime, Node
 from konfer.api.inference.service import InferenceService
@@ -30,6 +29,9 @@ async def attach_inference(state: AppState) -> None:
 
     runtime: ModelRuntime
     if state.settings.runtime == "kubernetes":
+        # Imported here: the Kubernetes client adds ~65 MB to a local replica's memory.
+        from konfer.api.inference.kubernetes import KubernetesModelRuntime
+
         cluster = KubernetesModelRuntime(state.settings)
         try:
             await cluster.refresh()  # the deployed models, before the service lists them
