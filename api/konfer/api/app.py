@@ -31,6 +31,7 @@ from konfer.api.db.engine import create_engine, create_sessionmaker
 from konfer.api.db.migrate import upgrade
 from konfer.api.errors import install_error_handlers
 from konfer.api.inference.setup import attach_inference, detach_inference
+from konfer.api.media.probe import close_idle as close_idle_probes
 from konfer.api.metrics import ApiMetrics
 from konfer.api.middleware import KonferMiddleware
 from konfer.api.routers import (
@@ -220,6 +221,7 @@ async def close_state(state: AppState) -> None:
     if state.redis is not None:
         await state.redis.aclose()
     await state.engine.dispose()
+    await close_idle_probes()
 
 
 def _document_validation_as_400(app: FastAPI) -> None:

@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     s3_bucket: str = "konfer"
     s3_secure: bool = False
     s3_region: str | None = None
+    s3_stream_part_mb: int = Field(
+        default=8,
+        ge=5,
+        le=512,
+        description="Part size for uploads streamed to S3; an upload holds at most three parts",
+    )
 
     signing_keys_dir: Path | None = Field(
         default=None,
@@ -172,6 +178,11 @@ class Settings(BaseSettings):
     )
     media_thumbnail_wait_seconds: float = Field(
         default=10.0, ge=0, description="How long /ffmpeg/thumbnail waits for the worker"
+    )
+    media_download_redirect: bool = Field(
+        default=False,
+        description="Answer media downloads with a 307 to a presigned S3 URL (5 minutes); "
+        "only when clients can reach s3_endpoint themselves",
     )
     worker_poll_interval_seconds: float = Field(default=1.0, gt=0)
     worker_lease_seconds: float = Field(

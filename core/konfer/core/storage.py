@@ -9,16 +9,23 @@ never held in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import shutil
+import threading
+from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import S3Error
 
 from konfer.core.errors import ServiceUnavailable
@@ -26,8 +33,11 @@ from konfer.core.settings import Settings
 
 CHUNK_SIZE = 1024 * 1024
 _MULTIPART_PART_SIZE = 16 * 1024 * 1024
-# Streams of unknown length: smaller parts bound the SDK's buffers (3 uploading + 1 filling).
+# Streams of unknown length: parts uploading at once while the caller fills the next.
 STREAM_PART_SIZE = 8 * 1024 * 1024
+STREAM_PARTS_IN_FLIGHT = 2
+# Reads: chunks fetched ahead of the consumer, so the server and the consumer overlap.
+READ_AHEAD = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +48,10 @@ class ObjectInfo:
 
 
 class Storage(Protocol):
+    part_size: int
+    """How much a streamed ``put`` takes from its body at a time; a writer feeding it
+    through a pipe needs room for one such part."""
+
     async def ensure_ready(self) -> None: ...
     async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo:
         """Store ``body`` under ``key``; ``length`` may be -1 when the size is unknown."""
@@ -48,6 +62,13 @@ class Storage(Protocol):
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
+    async def presigned_url(
+        self, key: str, expires_seconds: int, response_headers: dict[str, str]
+    ) -> str | None:
+        """A time-limited URL the object can be fetched from without the api, with these
+        response headers (S3's ``response-content-*`` overrides); None when the backend
+        has none (local disk)."""
+        ...
 
 
 def _check_key(key: str) -> PurePosixPath:
@@ -59,6 +80,8 @@ def _check_key(key: str) -> PurePosixPath:
 
 class LocalStorage:
     """Objects as files under one folder, with a small JSON sidecar for the content type."""
+
+    part_size = CHUNK_SIZE
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -135,13 +158,19 @@ class LocalStorage:
 
         await asyncio.to_thread(remove)
 
+    async def presigned_url(
+        self, key: str, expires_seconds: int, response_headers: dict[str, str]
+    ) -> str | None:
+        return None
+
 
 class S3Storage:
     """MinIO or any S3 endpoint, one bucket."""
 
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, part_size: int = STREAM_PART_SIZE) -> None:
         self.client = client
         self.bucket = bucket
+        self.part_size = part_size
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking SDK call in a thread; an unreachable server becomes a 503."""
@@ -160,7 +189,7 @@ class S3Storage:
             secure=settings.s3_secure,
             region=settings.s3_region,
         )
-        return cls(client, settings.s3_bucket)
+        return cls(client, settings.s3_bucket, settings.s3_stream_part_mb * 1024 * 1024)
 
     async def ensure_ready(self) -> None:
         def make_bucket() -> None:
@@ -174,24 +203,73 @@ class S3Storage:
         await self._run(make_bucket)
 
     async def put(self, key: str, body: BinaryIO, length: int, content_type: str) -> ObjectInfo:
-        """Upload ``body``; ``length=-1`` streams a body of unknown size in parts. A failed
-        multipart upload is aborted by the SDK, so nothing is left behind."""
+        """Upload ``body``; ``length=-1`` streams a body of unknown size in parts
+        (``_put_stream``). A failed multipart upload is aborted, so nothing is left behind."""
         _check_key(key)
-        result = await asyncio.to_thread(
-            self.client.put_object,
-            self.bucket,
-            key,
-            body,
-            length,
-            content_type=content_type,
-            part_size=STREAM_PART_SIZE if length < 0 else _MULTIPART_PART_SIZE,
-        )
+        if length < 0:
+            await asyncio.to_thread(self._put_stream, key, body, content_type)
+        else:
+            await asyncio.to_thread(
+                self.client.put_object,
+                self.bucket,
+                key,
+                body,
+                length,
+                content_type=content_type,
+                part_size=_MULTIPART_PART_SIZE,
+            )
         if length < 0:
             info = await self.stat(key)
             if info is None:  # pragma: no cover - the server just acknowledged it
-                raise ServiceUnavailable(f"object {key} vanished after upload ({result.etag})")
+                raise ServiceUnavailable(f"object {key} vanished after upload")
             return info
         return ObjectInfo(key=key, size=length, content_type=content_type)
+
+    def _put_stream(self, key: str, body: BinaryIO, content_type: str) -> None:
+        """A body of unknown length as a multipart upload of ``part_size`` parts.
+
+        ``STREAM_PARTS_IN_FLIGHT`` parts upload at once (so MinIO writing one part overlaps
+        sending the next) while the caller fills the next one (an upload's pipe): memory
+        stays at three parts whatever the size. The SDK's ``put_object`` would make two
+        more copies of every byte (it reads a byte past each part to find the end), CPU
+        the api needs for receiving; so this drives the SDK's own multipart calls
+        (``_create_multipart_upload`` and friends, stable across minio 7.x, which
+        ``pyproject.toml`` pins) and passes each part on uncopied.
+        """
+        client, bucket = self.client, self.bucket
+        part = _read_part(body, self.part_size)
+        if len(part) < self.part_size:  # fits one request
+            client.put_object(bucket, key, io.BytesIO(part), len(part), content_type=content_type)
+            return
+        upload_id = client._create_multipart_upload(bucket, key, {"Content-Type": content_type})
+        try:
+            parts: list[Part] = []
+            pending: deque[tuple[int, Future[str]]] = deque()
+            with ThreadPoolExecutor(STREAM_PARTS_IN_FLIGHT, "konfer-s3-part") as pool:
+                number = 0
+                while part:
+                    number += 1
+                    pending.append(
+                        (
+                            number,
+                            pool.submit(
+                                client._upload_part, bucket, key, part, None, upload_id, number
+                            ),
+                        )
+                    )
+                    del part  # the pool holds it until it is sent
+                    while len(pending) >= STREAM_PARTS_IN_FLIGHT:
+                        done, future = pending.popleft()
+                        parts.append(Part(done, future.result()))
+                    part = _read_part(body, self.part_size)
+                while pending:
+                    done, future = pending.popleft()
+                    parts.append(Part(done, future.result()))
+            client._complete_multipart_upload(bucket, key, upload_id, parts)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                client._abort_multipart_upload(bucket, key, upload_id)
+            raise
 
     async def stat(self, key: str) -> ObjectInfo | None:
         _check_key(key)
@@ -210,23 +288,91 @@ class S3Storage:
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks of up to ``CHUNK_SIZE``.
+
+        One thread per read pulls from the server up to ``READ_AHEAD`` chunks ahead of the
+        consumer, so fetching the next chunk overlaps sending the last one (a thread hop
+        per chunk, fetching only when asked, left MinIO and the client taking turns).
+        Memory stays at ``READ_AHEAD`` chunks; a consumer that stops early stops the thread.
+        """
         _check_key(key)
         resp = await self._run(
             self.client.get_object, self.bucket, key, offset=offset, length=length or 0
         )
+        loop = asyncio.get_running_loop()
+        ready: deque[bytes | BaseException] = deque()
+        arrived = asyncio.Event()
+        room = threading.Semaphore(READ_AHEAD)
+        stop = threading.Event()
+
+        def deliver(item: bytes | BaseException) -> None:
+            ready.append(item)
+            arrived.set()
+
+        def pull() -> None:
+            try:
+                while True:
+                    room.acquire()
+                    if stop.is_set():
+                        return
+                    chunk = resp.read(CHUNK_SIZE)
+                    loop.call_soon_threadsafe(deliver, chunk)
+                    if not chunk:
+                        return
+            except BaseException as exc:  # handed to the consumer
+                if not stop.is_set():
+                    loop.call_soon_threadsafe(deliver, exc)
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        puller = threading.Thread(target=pull, name="konfer-storage-read", daemon=True)
+        puller.start()
         try:
             while True:
-                chunk = await asyncio.to_thread(resp.read, CHUNK_SIZE)
-                if not chunk:
+                while not ready:
+                    arrived.clear()
+                    await arrived.wait()
+                item = ready.popleft()
+                room.release()
+                if isinstance(item, BaseException):
+                    raise item
+                if not item:
                     break
-                yield chunk
+                yield item
         finally:
-            resp.close()
-            resp.release_conn()
+            stop.set()
+            room.release()  # wakes the thread if it waits for room
 
     async def delete(self, key: str) -> None:
         _check_key(key)
         await self._run(self.client.remove_object, self.bucket, key)
+
+    async def presigned_url(
+        self, key: str, expires_seconds: int, response_headers: dict[str, str]
+    ) -> str | None:
+        _check_key(key)
+        url: str = await self._run(
+            self.client.presigned_get_object,
+            self.bucket,
+            key,
+            expires=timedelta(seconds=expires_seconds),
+            response_headers=response_headers,
+        )
+        return url
+
+
+def _read_part(body: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at the end; one read when the body has them."""
+    chunks: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = body.read(size - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def storage_from_settings(settings: Settings) -> Storage:

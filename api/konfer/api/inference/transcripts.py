@@ -19,10 +19,8 @@ import logging
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
-import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from konfer.api.db.models import Recording, RecordingStatus, User
@@ -34,6 +32,9 @@ from konfer.api.state import AppState
 from konfer.core.errors import KonferError, ValidationFailed
 from konfer.core.inference import Task
 from konfer.core.timeutil import isoformat, utcnow
+
+if TYPE_CHECKING:  # PyAV and NumPy load only when a transcript is made, not with the api
+    import numpy as np
 
 RATE = 16000
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def _wav(samples: np.ndarray) -> bytes:
 
 def split_tracks(path: Path) -> list[dict[str, Any]]:
     """Each audio stream as 16 kHz mono WAV, with its owner and where it starts."""
+    import av
+    import numpy as np
+
     tracks: list[dict[str, Any]] = []
     with av.open(str(path)) as container:
         for stream in container.streams.audio:

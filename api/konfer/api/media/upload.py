@@ -4,16 +4,16 @@ Starlette's form parser spools a file part to a temporary file before the route 
 so a 1 GB upload would be written to local disk and then read again. Here the request
 body is parsed incrementally (``python_multipart``'s push parser) and the file part's
 bytes are fed through a bounded in-memory ``Pipe`` to ``Storage.put`` running in its own
-thread (MinIO: a multipart upload of unknown length, parts sent in parallel while the
-next part arrives). Memory stays bounded by the pipe plus the SDK's part buffers,
+thread (MinIO: a multipart upload of unknown length, two parts sent while the next
+part arrives in the pipe). Memory stays at three parts (``s3_stream_part_mb`` each),
 whatever the file size.
 
 The first ``SNIFF_BYTES`` are held back until the format is known from its magic bytes,
 so an unsupported file is refused before anything is stored; the size cap of the sniffed
 type is enforced while streaming. On any failure the partial object is removed.
 
-Called by ``services.media.upload``; ``run_in_thread`` and ``StorageFile`` are also used
-to probe stored objects with PyAV without downloading them.
+Called by ``services.media.upload``; ``run_in_thread`` is also used by the job worker
+and the AI routes for blocking PyAV calls.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import contextlib
 import io
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -34,20 +35,19 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from konfer.api.media.formats import SNIFF_BYTES, SUPPORTED_TEXT, Sniffed, sniff
 from konfer.core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from konfer.core.storage import STREAM_PART_SIZE, Storage
+from konfer.core.storage import Storage
 
 T = TypeVar("T")
 
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 8 * 1024
 MAX_PARTS = 16
-PIPE_BYTES = STREAM_PART_SIZE + 1  # one MinIO part plus the byte the SDK peeks at
 
 
 def run_in_thread(fn: Callable[[], T], name: str = "konfer-media") -> Awaitable[T]:
     """Run a blocking function in a thread of its own, not the loop's shared executor.
 
-    Uploads hold their thread for the whole transfer and probes call back into storage;
+    Uploads hold their thread for the whole transfer and jobs for a whole operation;
     on the default executor (a handful of threads) a few of them would starve everything
     else that uses ``asyncio.to_thread``.
     """
@@ -71,14 +71,18 @@ class Pipe(io.RawIOBase):
     """A bounded byte pipe from the event loop (``write``) to a blocking reader thread.
 
     ``read(n)`` waits for ``n`` bytes (or the pipe's capacity, or its end), so the MinIO
-    SDK gets a whole part from one call instead of concatenating small reads.
+    SDK gets a whole part from one call instead of concatenating small reads. Written
+    chunks are kept as they are and joined once when read (the one copy: the SDK wants
+    bytes), and the reader is woken only when what it waits for is there.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int = PIPE_BYTES) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
         super().__init__()
         self._loop = loop
         self._capacity = capacity
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._wanted = 0  # what a waiting reader needs; 0 when none waits
         self._cond = threading.Condition()
         self._eof = False
         self._error: BaseException | None = None
@@ -92,9 +96,11 @@ class Pipe(io.RawIOBase):
             with self._cond:
                 if self._error is not None:
                     raise self._error
-                if len(self._buffer) < self._capacity:
-                    self._buffer += data
-                    self._cond.notify_all()
+                if self._size < self._capacity:
+                    self._chunks.append(data)
+                    self._size += len(data)
+                    if self._wanted and self._size >= self._wanted:
+                        self._cond.notify_all()
                     return
                 self._space.clear()
             await self._space.wait()
@@ -112,81 +118,33 @@ class Pipe(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         want = self._capacity if size is None or size < 0 else size
+        target = min(want, self._capacity)
+        parts: list[bytes] = []
         with self._cond:
+            self._wanted = target
             self._cond.wait_for(
-                lambda: (
-                    self._error is not None
-                    or self._eof
-                    or len(self._buffer) >= min(want, self._capacity)
-                )
+                lambda: self._error is not None or self._eof or self._size >= target
             )
+            self._wanted = 0
             if self._error is not None:
                 raise OSError(f"upload aborted: {self._error}")
-            with memoryview(self._buffer) as view:
-                chunk = bytes(view[:want])  # the one copy: the SDK wants bytes
-            del self._buffer[:want]
+            got = 0
+            while self._chunks and got < want:
+                chunk = self._chunks.popleft()
+                if got + len(chunk) > want:
+                    keep = want - got
+                    self._chunks.appendleft(chunk[keep:])
+                    chunk = chunk[:keep]
+                parts.append(chunk)
+                got += len(chunk)
+            self._size -= got
         self._loop.call_soon_threadsafe(self._space.set)
-        return chunk
+        return b"".join(parts)
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
-
-
-class StorageFile(io.RawIOBase):
-    """A seekable read-only file over a stored object, for PyAV and Pillow.
-
-    Use it inside ``run_in_thread``: it runs storage reads on a private event loop in the
-    calling thread. Reads are ranged requests of at least ``block`` bytes.
-    """
-
-    def __init__(self, storage: Storage, key: str, size: int, block: int = 1024 * 1024) -> None:
-        super().__init__()
-        self._storage, self._key, self._size, self._block = storage, key, size, block
-        self._pos = 0
-        self._cache_start = 0
-        self._cache = b""
-        self._loop = asyncio.new_event_loop()
-        self.requests = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    async def _fetch(self, offset: int, length: int) -> bytes:
-        return b"".join([c async for c in self._storage.read(self._key, offset, length)])
-
-    def readinto(self, buffer: Any) -> int:
-        if self._pos >= self._size:
-            return 0
-        want = min(len(buffer), self._size - self._pos)
-        start = self._pos - self._cache_start
-        if not (start >= 0 and start + want <= len(self._cache)):
-            length = min(max(want, self._block), self._size - self._pos)
-            self._cache = self._loop.run_until_complete(self._fetch(self._pos, length))
-            self._cache_start = self._pos
-            self.requests += 1
-            start = 0
-            want = min(want, len(self._cache))
-        buffer[:want] = self._cache[start : start + want]
-        self._pos += want
-        return want
-
-    def close(self) -> None:
-        if not self._loop.is_closed():
-            self._loop.close()
-        super().close()
 
 
 # --- multipart -------------------------------------------------------------------------
@@ -319,7 +277,7 @@ class _FileSink:
         key, mime = self.key_for(found)
         self.key = key
         loop = asyncio.get_running_loop()
-        pipe = Pipe(loop)
+        pipe = Pipe(loop, self.storage.part_size)  # one part: the next fills while one is sent
         self.pipe = pipe
         storage = self.storage
         self.put = asyncio.ensure_future(

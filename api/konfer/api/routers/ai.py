@@ -25,7 +25,6 @@ from konfer.api.deps import CurrentPrincipal, SessionDep, StateDep
 from konfer.api.inference import subtitles, transcripts
 from konfer.api.inference.errors import ModelNotReady, UnsupportedFormat, UnsupportedLanguage
 from konfer.api.inference.service import Answer, InferenceService, how_to_deploy
-from konfer.api.media import ops
 from konfer.api.media.formats import sniff
 from konfer.api.media.upload import run_in_thread
 from konfer.api.schemas import ai as schemas
@@ -479,6 +478,8 @@ async def _store_video(
     with tempfile.TemporaryDirectory(prefix="konfer-enhanced-") as tmp:
         path = Path(tmp) / "enhanced.mp4"
         path.write_bytes(data)
+        from konfer.api.media import ops  # PyAV only when a video is enhanced
+
         info = await run_in_thread(lambda: ops.probe(path, check_decode=True))
         facts = media_service.inspect_media(info, "mp4")
         await state.storage.put(key, io.BytesIO(data), len(data), facts.mime_type)

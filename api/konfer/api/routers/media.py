@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
 from konfer.api.db.models import MediaJob
@@ -35,6 +35,8 @@ from konfer.core.errors import NotFound, RateLimitExceeded, ValidationFailed
 from konfer.core.timeutil import isoformat, utcnow
 
 router = APIRouter(prefix="/api/v1/media", tags=["media"])
+
+REDIRECT_SECONDS = 300  # lifetime of a presigned download URL (media_download_redirect)
 
 Page = Annotated[int, Query(ge=1, le=1_000_000)]
 PageSize = Annotated[int, Query(ge=1, le=100)]
@@ -178,6 +180,7 @@ async def info(
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The whole file"},
         206: {"description": "One byte range (``Range: bytes=…``), with Content-Range"},
+        307: {"description": "With media_download_redirect: a presigned storage URL"},
         416: {"description": "RANGE_NOT_SATISFIABLE, with Content-Range: bytes */size"},
     },
 )
@@ -214,6 +217,17 @@ async def download(
         raise media_service.not_found(media_id)
     await media_service.record_access(session, media, counted=offset == 0)
     state.metrics.media_downloads.labels("range" if window else "full").inc()
+    if state.settings.media_download_redirect:
+        # Storage answers the bytes (and the same Range) itself; the api only signs.
+        overrides = {
+            "response-content-disposition": headers["Content-Disposition"],
+            "response-content-type": mime,
+        }
+        url = await state.storage.presigned_url(key, REDIRECT_SECONDS, overrides)
+        if url is not None:
+            return RedirectResponse(
+                url, status.HTTP_307_TEMPORARY_REDIRECT, {"Cache-Control": "private, no-store"}
+            )
     body = state.storage.read(key, offset, length) if length else _empty()
     return StreamingResponse(body, status_code=status_code, headers=headers, media_type=mime)
 

@@ -31,7 +31,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from konfer.api.db.models import JobStatus, Media, MediaJob
-from konfer.api.media import ops
+from konfer.api.media import plans
 from konfer.api.media.formats import AUDIO_CONTAINERS
 from konfer.api.schemas.media import (
     ExtractAudioRequest,
@@ -60,7 +60,7 @@ def job_not_found(job_id: uuid.UUID) -> NotFound:
 # --- plans as JSON ---------------------------------------------------------------------
 
 
-def plan_to_json(plan: ops.OutputPlan) -> dict[str, Any]:
+def plan_to_json(plan: plans.OutputPlan) -> dict[str, Any]:
     return {
         "container": plan.container,
         "video": asdict(plan.video) if plan.video else None,
@@ -68,11 +68,11 @@ def plan_to_json(plan: ops.OutputPlan) -> dict[str, Any]:
     }
 
 
-def plan_from_json(data: dict[str, Any]) -> ops.OutputPlan:
-    return ops.OutputPlan(
+def plan_from_json(data: dict[str, Any]) -> plans.OutputPlan:
+    return plans.OutputPlan(
         container=data["container"],
-        video=ops.VideoPlan(**data["video"]) if data.get("video") else None,
-        audio=ops.AudioPlan(**data["audio"]) if data.get("audio") else None,
+        video=plans.VideoPlan(**data["video"]) if data.get("video") else None,
+        audio=plans.AudioPlan(**data["audio"]) if data.get("audio") else None,
     )
 
 
@@ -86,11 +86,11 @@ def _require_av(media: Media, field: str) -> None:
         )
 
 
-def transcode_plan(media: Media, body: TranscodeRequest) -> ops.OutputPlan:
+def transcode_plan(media: Media, body: TranscodeRequest) -> plans.OutputPlan:
     """The output of a transcode request, or a 400 naming the field that cannot be met."""
     _require_av(media, "input_media_id")
     container = body.output_format
-    vcodecs, acodecs = ops.CONTAINER_CODECS[container]
+    vcodecs, acodecs = plans.CONTAINER_CODECS[container]
     has_video, has_audio = media.video_codec is not None, media.audio_codec is not None
     problems: dict[str, str] = {}
     if body.video_codec is not None:
@@ -118,7 +118,7 @@ def transcode_plan(media: Media, body: TranscodeRequest) -> ops.OutputPlan:
     video = None
     if video_out:
         width, height = parse_resolution(body.resolution) if body.resolution else (None, None)
-        video = ops.VideoPlan(
+        video = plans.VideoPlan(
             codec=body.video_codec or vcodecs[0],
             width=width,
             height=height,
@@ -128,22 +128,22 @@ def transcode_plan(media: Media, body: TranscodeRequest) -> ops.OutputPlan:
         )
     audio = None
     if has_audio:
-        audio = ops.AudioPlan(
+        audio = plans.AudioPlan(
             codec=body.audio_codec or acodecs[0], bitrate=None if video_out else bitrate
         )
-    return ops.OutputPlan(container, video, audio)
+    return plans.OutputPlan(container, video, audio)
 
 
 def extract_audio_plan(media: Media, body: ExtractAudioRequest) -> dict[str, Any]:
     _require_av(media, "video_media_id")
     if media.audio_codec is None:
         raise ValidationFailed(details={"video_media_id": "The input has no audio stream"})
-    plan = ops.default_plan(body.audio_format)
+    plan = plans.default_plan(body.audio_format)
     bitrate = parse_bitrate(body.audio_bitrate) if body.audio_bitrate is not None else None
-    audio = ops.AudioPlan(codec=plan.audio.codec if plan.audio else "aac", bitrate=bitrate)
+    audio = plans.AudioPlan(codec=plan.audio.codec if plan.audio else "aac", bitrate=bitrate)
     # Copy the stream as it is when it already is the target codec and no bitrate is asked.
     copy = bitrate is None and media.audio_codec == audio.codec
-    return {"plan": plan_to_json(ops.OutputPlan(body.audio_format, None, audio)), "copy": copy}
+    return {"plan": plan_to_json(plans.OutputPlan(body.audio_format, None, audio)), "copy": copy}
 
 
 def extract_video_params(media: Media) -> dict[str, Any]:
@@ -152,7 +152,7 @@ def extract_video_params(media: Media) -> dict[str, Any]:
     return {"container": media.container}
 
 
-def merge_plan(inputs: list[Media], body: MergeRequest) -> ops.OutputPlan:
+def merge_plan(inputs: list[Media], body: MergeRequest) -> plans.OutputPlan:
     problems: dict[str, str] = {}
     for index, media in enumerate(inputs):
         if media.file_type not in ("video", "audio"):
@@ -173,9 +173,9 @@ def merge_plan(inputs: list[Media], body: MergeRequest) -> ops.OutputPlan:
                     f"transition; too short: {', '.join(short)}"
                 }
             )
-    plan = ops.default_plan(body.output_format)
+    plan = plans.default_plan(body.output_format)
     if "video" in kinds and plan.video is None:
-        return ops.OutputPlan(body.output_format, None, plan.audio)
+        return plans.OutputPlan(body.output_format, None, plan.audio)
     if "audio" in kinds and plan.video is not None:
         raise ValidationFailed(details={"output_format": "Audio inputs merge into an audio format"})
     return plan
@@ -230,10 +230,10 @@ def process_steps(media: Media, body: ProcessRequest) -> list[dict[str, Any]]:
                 problems[where] = "The input has no audio stream"
                 continue
             target = fmt if fmt in AUDIO_CONTAINERS else "mp3"
-            audio = ops.default_plan(target).audio
+            audio = plans.default_plan(target).audio
             assert audio is not None
             bitrate = QUALITY_AUDIO[body.quality] if body.quality else None
-            plan = ops.OutputPlan(target, None, ops.AudioPlan(audio.codec, bitrate))
+            plan = plans.OutputPlan(target, None, plans.AudioPlan(audio.codec, bitrate))
             copy = bitrate is None and media.audio_codec == audio.codec
             steps.append({"op": op, "params": {"plan": plan_to_json(plan), "copy": copy}})
         elif op == "extract_video":
@@ -243,29 +243,30 @@ def process_steps(media: Media, body: ProcessRequest) -> list[dict[str, Any]]:
             steps.append({"op": op, "params": {"container": media.container}})
         else:  # compress, convert_format
             if op == "convert_format":
-                if fmt is None or fmt not in ops.CONTAINER_CODECS:
+                if fmt is None or fmt not in plans.CONTAINER_CODECS:
                     problems["output_format"] = (
-                        "convert_format needs an output_format: " + ", ".join(ops.CONTAINER_CODECS)
+                        "convert_format needs an output_format: "
+                        + ", ".join(plans.CONTAINER_CODECS)
                     )
                     continue
                 target = fmt
             else:
-                target = fmt if fmt in ops.CONTAINER_CODECS else media.container
-                if target not in ops.CONTAINER_CODECS:
+                target = fmt if fmt in plans.CONTAINER_CODECS else media.container
+                if target not in plans.CONTAINER_CODECS:
                     target = "mp4" if media.video_codec else "mp3"
-            vcodecs, acodecs = ops.CONTAINER_CODECS[target]
+            vcodecs, acodecs = plans.CONTAINER_CODECS[target]
             video = None
             if vcodecs and media.video_codec is not None:
-                video = ops.VideoPlan(codec=vcodecs[0], crf=QUALITY_CRF[quality], preset="medium")
+                video = plans.VideoPlan(codec=vcodecs[0], crf=QUALITY_CRF[quality], preset="medium")
             audio_plan = None
             if media.audio_codec is not None:
-                audio_plan = ops.AudioPlan(
+                audio_plan = plans.AudioPlan(
                     codec=acodecs[0], bitrate=QUALITY_AUDIO[quality] if op == "compress" else None
                 )
             if video is None and audio_plan is None:
                 problems[where] = f"Nothing in the input can go into {target}"
                 continue
-            plan = ops.OutputPlan(target, video, audio_plan)
+            plan = plans.OutputPlan(target, video, audio_plan)
             steps.append({"op": op, "params": {"plan": plan_to_json(plan)}})
     if problems:
         raise ValidationFailed(details=problems)
@@ -275,7 +276,7 @@ def process_steps(media: Media, body: ProcessRequest) -> list[dict[str, Any]]:
 def estimate(kind: str, inputs: list[Media]) -> int:
     duration = sum(m.duration or 0 for m in inputs) or None
     pixels = max(((m.width or 0) * (m.height or 0) for m in inputs), default=0) or None
-    return ops.estimate_seconds(duration, pixels, kind)
+    return plans.estimate_seconds(duration, pixels, kind)
 
 
 # --- api side --------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Who may do what (the API documents are silent, so decided here):
 
 Upload validation: the container is sniffed from the first bytes (``media.formats``),
 then confirmed by reading the stored object with PyAV (audio/video: the streams must
-parse and a frame must decode), Pillow (images) or a trailer check (PDF). A declared
+parse and a frame must decode) or Pillow (images) in a child process (``media.probe``),
+or by a trailer check (PDF). A declared
 ``file_type`` must match what the content is. Anything refused leaves nothing behind.
 """
 
@@ -38,18 +39,11 @@ from konfer.api.db.models import (
     User,
 )
 from konfer.api.deps import Principal
-from konfer.api.media import ops
-from konfer.api.media.formats import (
-    AUDIO_ONLY_MIME,
-    DEMUXERS,
-    FILE_TYPES,
-    SUPPORTED_TEXT,
-    VIDEO_CONTAINERS,
-    Sniffed,
-    extension_for,
-    mime_for,
-)
-from konfer.api.media.upload import Received, StorageFile, receive, run_in_thread
+from konfer.api.media.formats import FILE_TYPES, Sniffed, extension_for, mime_for
+from konfer.api.media.probe import Inspected as Inspected
+from konfer.api.media.probe import ProbeProcess, inspect_document, needs_child
+from konfer.api.media.probe import inspect_media as inspect_media
+from konfer.api.media.upload import Received, receive
 from konfer.api.schemas.common import PageParams
 from konfer.api.schemas.media import MediaPublic
 from konfer.api.services import meetings as meeting_service
@@ -57,7 +51,6 @@ from konfer.core.errors import (
     InsufficientPermissions,
     NotFound,
     RangeNotSatisfiable,
-    UnsupportedMediaType,
     ValidationFailed,
 )
 from konfer.core.settings import Settings
@@ -206,98 +199,6 @@ async def _fields(session: AsyncSession, principal: Principal, raw: dict[str, st
     return UploadFields(meeting_id, file_type, description)
 
 
-@dataclass(slots=True)
-class Inspected:
-    file_type: str
-    container: str
-    mime_type: str
-    duration: float | None = None
-    width: int | None = None
-    height: int | None = None
-    bitrate: int | None = None
-    video_codec: str | None = None
-    audio_codec: str | None = None
-    frame_rate: float | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-
-
-def inspect_media(info: ops.MediaInfo, container: str) -> Inspected:
-    """Type, MIME and stream facts from a probe of a file whose container is known."""
-    accepted = DEMUXERS.get(container, ())
-    if not any(name in info.demuxer.split(",") for name in accepted):
-        raise UnsupportedMediaType(
-            f"Unsupported file format. Supported formats: {SUPPORTED_TEXT}",
-            details={"file": f"content does not parse as {container}"},
-        )
-    if info.video is not None and container in VIDEO_CONTAINERS:
-        file_type = "video"
-    elif info.audio is not None:
-        file_type = "audio"
-        if container in AUDIO_ONLY_MIME:
-            container = AUDIO_ONLY_MIME[container][0]
-    else:
-        raise UnsupportedMediaType(
-            f"Unsupported file format. Supported formats: {SUPPORTED_TEXT}",
-            details={"file": f"a {container} file needs an audio stream"},
-        )
-    result = Inspected(
-        file_type=file_type,
-        container=container,
-        mime_type=mime_for(container, file_type),
-        duration=info.duration,
-        bitrate=info.bitrate,
-    )
-    if info.video is not None and file_type == "video":
-        result.width, result.height = info.video.width, info.video.height
-        result.video_codec, result.frame_rate = info.video.codec, info.video.frame_rate
-    if info.audio is not None:
-        result.audio_codec = info.audio.codec
-        result.sample_rate, result.channels = info.audio.sample_rate, info.audio.channels
-    return result
-
-
-_PIL_FORMATS = {"jpg": "JPEG", "png": "PNG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP"}
-
-
-async def inspect_stored(storage: Storage, key: str, size: int, sniffed: Sniffed) -> Inspected:
-    """Confirm a stored upload is what its first bytes claimed, reading it in place."""
-
-    def check() -> Inspected:
-        with StorageFile(storage, key, size) as reader:
-            if sniffed.needs_probe:
-                try:
-                    info = ops.probe(reader)
-                except ops.MediaError as exc:
-                    raise UnsupportedMediaType(
-                        "The file is damaged or not readable media",
-                        details={"file": str(exc)[:300]},
-                    ) from exc
-                return inspect_media(info, sniffed.container)
-            mime = mime_for(sniffed.container, sniffed.file_type)
-            if sniffed.file_type == "image":
-                try:
-                    fmt, width, height = ops.probe_image(reader)
-                except ops.MediaError as exc:
-                    raise UnsupportedMediaType(
-                        "The file is damaged or not a readable image",
-                        details={"file": str(exc)[:300]},
-                    ) from exc
-                if fmt != _PIL_FORMATS[sniffed.container]:
-                    raise UnsupportedMediaType(details={"file": "image format mismatch"})
-                return Inspected("image", sniffed.container, mime, width=width, height=height)
-            if sniffed.container == "pdf":
-                reader.seek(max(0, size - 2048))
-                if b"%%EOF" not in reader.read():
-                    raise UnsupportedMediaType(
-                        "The PDF is damaged or truncated",
-                        details={"file": "no %%EOF trailer"},
-                    )
-            return Inspected("document", sniffed.container, mime)
-
-    return await run_in_thread(check, "konfer-probe")
-
-
 def _limit_for(settings: Settings) -> Callable[[str], tuple[int, str]]:
     def limit(file_type: str) -> tuple[int, str]:
         return settings.media_max_bytes(
@@ -318,19 +219,41 @@ async def upload(
 ) -> Media:
     """Stream a multipart upload into storage, validate it, and record it."""
     media_id = uuid.uuid4()
+    prober = ProbeProcess()
 
     def key_for(sniffed: Sniffed) -> tuple[str, str]:
+        if needs_child(sniffed):
+            prober.spawn()  # PyAV's imports overlap the rest of the transfer
         return (
             object_key(media_id, extension_for(sniffed.container)),
             mime_for(sniffed.container, sniffed.file_type),
         )
 
-    received: Received = await receive(
-        stream, content_type, storage, key_for, _limit_for(settings), keepalive
-    )
+    try:
+        received: Received = await receive(
+            stream, content_type, storage, key_for, _limit_for(settings), keepalive
+        )
+        return await _record(session, storage, settings, principal, media_id, received, prober)
+    finally:
+        await prober.close()
+
+
+async def _record(
+    session: AsyncSession,
+    storage: Storage,
+    settings: Settings,
+    principal: Principal,
+    media_id: uuid.UUID,
+    received: Received,
+    prober: ProbeProcess,
+) -> Media:
+    """Check a stored upload's content and fields, then add its row (or remove it)."""
     try:
         fields = await _fields(session, principal, received.fields)
-        facts = await inspect_stored(storage, received.key, received.size, received.sniffed)
+        if needs_child(received.sniffed):
+            facts = await prober.inspect(storage, received.key, received.size, received.sniffed)
+        else:
+            facts = await inspect_document(storage, received.key, received.size, received.sniffed)
         if fields.file_type is not None and fields.file_type != facts.file_type:
             raise ValidationFailed(
                 details={

@@ -8,7 +8,6 @@ import uuid
 import warnings
 from typing import Any, BinaryIO
 
-from PIL import Image, ImageOps
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,6 +89,8 @@ async def update_profile(
 
 def _normalise_avatar(data: bytes) -> tuple[bytes, str, str]:
     """Decode, orient, shrink and re-encode: drops EXIF (location) and rejects non-images."""
+    from PIL import Image, ImageOps  # loaded on the first avatar, not with the api
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
