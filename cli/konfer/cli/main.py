@@ -51,7 +51,6 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
         # Signaling messages are small and many: compressing each costs more CPU than the
         # bytes it saves, and doubles a socket's memory (docs/benchmarks.md, Signaling).
         ws_per_message_deflate=False,
