@@ -296,6 +296,7 @@ async def test_create_returns_the_documented_shape_and_makes_the_creator_host(
         "enable_recording": True,
         "enable_chat": True,
         "enable_screen_share": True,
+        "enable_transcription": False,
     }
     assert body["status"] == "scheduled"
     assert body["join_url"] == f"http://testserver/meetings/{body['meeting_id']}/join"
@@ -328,6 +329,7 @@ async def test_create_with_end_time_type_password_and_settings(client: ApiClient
         "enable_recording": True,
         "enable_chat": False,
         "enable_screen_share": True,
+        "enable_transcription": False,
     }
     assert "s3cret" not in str(body)
     row = await meeting_row(client, body["meeting_id"])
@@ -799,6 +801,7 @@ async def test_update_changes_only_the_fields_given(client: ApiClient) -> None:
         "enable_recording": True,
         "enable_chat": False,
         "enable_screen_share": True,
+        "enable_transcription": False,
     }
     assert body["max_participants"] == 3
     assert body["meeting_type"] == "audio"

@@ -11,6 +11,7 @@ from typing import Any
 
 import av
 import numpy as np
+import pytest
 
 from konfer.api.db.models import Recording, RecordingStatus
 from tests.conftest import ApiClient
@@ -122,18 +123,20 @@ async def test_a_recording_transcript_names_each_track_owner_with_timestamps(
     assert_error(await api.get(url, headers=guest["headers"]), 404, "RESOURCE_NOT_FOUND")
 
 
-async def test_a_completed_recording_is_transcribed_by_the_completion_hook(
-    api: ApiClient, ai: dict[str, Any], speech_dir: Path
-) -> None:
+async def complete_a_recording(
+    api: ApiClient, host: dict[str, Any], speech_dir: Path, settings: dict[str, bool]
+) -> uuid.UUID:
+    """A meeting with ``settings`` and a recording of it that completes now, the way the
+    recordings service completes one (the hook runs in the completing transaction)."""
     from konfer.api.inference import transcripts
-    from konfer.api.services import recordings as recordings_service
 
-    assert transcripts.on_recording_completed in recordings_service._completion_hooks
-    host = ai["admin"]
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     r = await api.post(
-        "/api/v1/meetings", headers=host["headers"], json={"title": "Retro", "start_time": start}
+        "/api/v1/meetings",
+        headers=host["headers"],
+        json={"title": "Retro", "start_time": start, "settings": settings},
     )
+    assert r.status_code == 201, r.text
     meeting_id = uuid.UUID(r.json()["meeting_id"])
     blob = per_track_file(
         [(f"{host['user_id']} microphone", voice("Thank you all.", speech_dir / "t.wav"), 0.0)]
@@ -154,12 +157,38 @@ async def test_a_completed_recording_is_transcribed_by_the_completion_hook(
         )
         session.add(rec)
         await session.commit()
-        # What the recordings service does when the recorder reports completion.
         rec.status = RecordingStatus.completed.value
         await transcripts.on_recording_completed(session, rec)
         await session.commit()
     await transcripts.pending()
+    return rec_id
+
+
+async def test_a_completed_recording_is_transcribed_by_the_completion_hook(
+    api: ApiClient, ai: dict[str, Any], speech_dir: Path
+) -> None:
+    from konfer.api.inference import transcripts
+    from konfer.api.services import recordings as recordings_service
+
+    assert transcripts.on_recording_completed in recordings_service._completion_hooks
+    host = ai["admin"]
+    rec_id = await complete_a_recording(api, host, speech_dir, {})  # instance-wide switch on
     r = await api.get(f"/api/v1/recording/{rec_id}/transcript", headers=host["headers"])
     assert r.status_code == 200, r.text
     assert r.json()["speakers"] == [host["username"]]
     assert "thank" in r.json()["segments"][0]["text"].lower()
+
+
+async def test_only_meetings_that_enable_transcription_are_transcribed(
+    api: ApiClient, ai: dict[str, Any], speech_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the instance-wide switch off, ``settings.enable_transcription`` decides."""
+    monkeypatch.setattr(api.app.state.konfer.settings, "ai_transcribe_recordings", False)
+    host = ai["admin"]
+    wanted = await complete_a_recording(api, host, speech_dir, {"enable_transcription": True})
+    other = await complete_a_recording(api, host, speech_dir, {})
+    r = await api.get(f"/api/v1/recording/{wanted}/transcript", headers=host["headers"])
+    assert r.status_code == 200, r.text
+    assert "thank" in r.json()["segments"][0]["text"].lower()
+    r = await api.get(f"/api/v1/recording/{other}/transcript", headers=host["headers"])
+    assert_error(r, 404, "RESOURCE_NOT_FOUND")

@@ -67,10 +67,20 @@ export async function meetingFormView(main, params) {
     box.checked = on;
     return { box, el: h("div", { class: "check" }, box, h("label", { for: box.id }, label)) };
   };
-  const s = meeting?.settings || { enable_chat: true, enable_screen_share: true, enable_recording: true };
+  const s = meeting?.settings || {
+    enable_chat: true,
+    enable_screen_share: true,
+    enable_recording: true,
+    enable_transcription: false,
+  };
   const chat = setting("enable_chat", "Chat", s.enable_chat);
   const screen = setting("enable_screen_share", "Screen sharing", s.enable_screen_share);
   const recording = setting("enable_recording", "Recording", s.enable_recording);
+  const transcription = setting(
+    "enable_transcription",
+    "Transcribe recordings",
+    Boolean(s.enable_transcription),
+  );
 
   const fields = {
     title: field("Title", title),
@@ -115,6 +125,7 @@ export async function meetingFormView(main, params) {
               enable_chat: chat.box.checked,
               enable_screen_share: screen.box.checked,
               enable_recording: recording.box.checked,
+              enable_transcription: transcription.box.checked,
             },
           };
           if (password.value) body.password = password.value;
@@ -142,7 +153,7 @@ export async function meetingFormView(main, params) {
     removePassword
       ? h("div", { class: "check" }, removePassword, h("label", { for: "remove-password" }, "Remove the password"))
       : null,
-    h("fieldset", { class: "settings" }, h("legend", {}, "Allow"), chat.el, screen.el, recording.el),
+    h("fieldset", { class: "settings" }, h("legend", {}, "Allow"), chat.el, screen.el, recording.el, transcription.el),
     h(
       "div",
       { class: "row" },

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from konfer.api.db.models import Recording, RecordingStatus, User
+from konfer.api.db.models import Meeting, Recording, RecordingStatus, User
 from konfer.api.inference.errors import ModelNotReady
 from konfer.api.inference.service import InferenceService
 from konfer.api.media.upload import run_in_thread
+from konfer.api.services import meetings as meeting_service
 from konfer.api.services import recordings as recordings_service
 from konfer.api.state import AppState
 from konfer.core.errors import KonferError, ValidationFailed
@@ -245,10 +246,16 @@ async def _after_commit(state: AppState, recording_id: uuid.UUID) -> None:
 
 @recordings_service.on_completed
 async def on_recording_completed(session: AsyncSession, rec: Recording) -> None:
-    """Completion hook: schedule the transcript on the replica that owns this session."""
+    """Completion hook: schedule the transcript on the replica that owns this session,
+    for a meeting with ``settings.enable_transcription`` (or every meeting, with
+    ``KONFER_AI_TRANSCRIBE_RECORDINGS``)."""
     state = next((s for s in _states if s.engine is session.bind), None)
-    if state is None or not state.settings.ai_transcribe_recordings:
+    if state is None:
         return
+    if not state.settings.ai_transcribe_recordings:
+        meeting = await session.get(Meeting, rec.meeting_id)
+        if meeting is None or not meeting_service.meeting_settings(meeting).enable_transcription:
+            return
     task = asyncio.create_task(_after_commit(state, rec.id), name=f"transcript-{id(state)}")
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)

@@ -84,11 +84,14 @@ SearchText = Annotated[str, StringConstraints(max_length=200), NoNul]
 
 
 class MeetingSettings(Strict):
-    """Switches of one meeting; each defaults to on."""
+    """Switches of one meeting. Recording, chat and screen share default to on;
+    transcription of its completed recordings (speech model needed) to off, since it costs
+    a model server's CPU for as long as the recording lasts."""
 
     enable_recording: StrictBool = True
     enable_chat: StrictBool = True
     enable_screen_share: StrictBool = True
+    enable_transcription: StrictBool = False
 
 
 class MeetingSettingsUpdate(Strict):
@@ -97,6 +100,7 @@ class MeetingSettingsUpdate(Strict):
     enable_recording: StrictBool | None = None
     enable_chat: StrictBool | None = None
     enable_screen_share: StrictBool | None = None
+    enable_transcription: StrictBool | None = None
 
 
 class MeetingCreate(Strict):
