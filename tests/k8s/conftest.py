@@ -9,12 +9,16 @@ machines that run ``make test``). When the binaries are not built the tests skip
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.k8s.cluster import (
+    ROOT,
     Binaries,
     ControlPlane,
     ControlPlaneUnavailable,
@@ -44,3 +48,37 @@ def control_plane() -> Iterator[ControlPlane]:
         yield cp
     finally:
         cp.stop()
+
+
+API_RBAC = ROOT / "operator" / "rbac" / "api.yaml"
+
+
+@pytest.fixture
+def ns(control_plane: ControlPlane, operator: object) -> Iterator[str]:
+    """A namespace of its own for one test, with the module's operator running (each
+    module that asks for it brings ``operator`` through ``operator_fixture``)."""
+    name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def api_kubeconfig(control_plane: ControlPlane, ns: str) -> Path:
+    """The api's own identity: operator/rbac/api.yaml bound in the test's namespace."""
+    cp = control_plane
+    cp.kubectl("apply", "-f", str(API_RBAC))
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "konfer-api", "namespace": ns},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "konfer-api",
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "konfer-api"}
+        ],
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(binding))
+    return cp.user_kubeconfig("konfer-api")

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,61 +15,13 @@ import pytest
 
 from tests.conftest import SettingsFactory
 from tests.helpers import assert_error
-from tests.k8s.cluster import ROOT, ControlPlane
-from tests.k8s.operator_proc import OperatorProcess, operator_fixture
+from tests.k8s.cluster import ControlPlane
+from tests.k8s.objects import get_object, scheduled_meeting
+from tests.k8s.operator_proc import operator_fixture
 
 pytestmark = pytest.mark.k8s
 
 __all__ = ["operator_fixture"]
-
-
-API_RBAC = ROOT / "operator" / "rbac" / "api.yaml"
-
-
-@pytest.fixture
-def ns(control_plane: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
-    name = control_plane.create_namespace(f"api-{uuid.uuid4().hex[:8]}")
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false")
-
-
-@pytest.fixture
-def api_kubeconfig(control_plane: ControlPlane, ns: str) -> Path:
-    """The api's own identity: operator/rbac/api.yaml bound in the meetings' namespace."""
-    cp = control_plane
-    cp.kubectl("apply", "-f", str(API_RBAC))
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "konfer-api", "namespace": ns},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "konfer-api",
-        },
-        "subjects": [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "konfer-api"}
-        ],
-    }
-    cp.kubectl("apply", "-f", "-", input=json.dumps(binding))
-    return cp.user_kubeconfig("konfer-api")
-
-
-def meeting_object(cp: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
-    done = cp.kubectl("get", "-n", ns, "meeting", name, "-o", "json", check=False)
-    return json.loads(done.stdout) if done.returncode == 0 else None
-
-
-async def scheduled_meeting(client: Any, user: dict[str, Any]) -> str:
-    start = (datetime.now(UTC) + timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
-    r = await client.post(
-        "/api/v1/meetings",
-        json={"title": "Kubernetes standup", "start_time": start, "duration": 30},
-        headers=user["headers"],
-    )
-    assert r.status_code == 201, r.text
-    meeting_id: str = r.json()["meeting_id"]
-    return meeting_id
 
 
 async def test_starting_a_meeting_creates_its_meeting_object_and_waits_for_the_sfu(
@@ -95,7 +45,7 @@ async def test_starting_a_meeting_creates_its_meeting_object_and_waits_for_the_s
         r = await client.post(f"/api/v1/meetings/{meeting_id}/start", headers=user["headers"])
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "in_progress"
-        obj = meeting_object(cp, ns, f"mtg-{meeting_id}")
+        obj = get_object(cp, ns, "meeting", f"mtg-{meeting_id}")
         assert obj is not None
         assert obj["spec"]["meetingId"] == meeting_id
         assert obj["spec"]["idleTimeoutSeconds"] == int(settings.sfu_idle_timeout_seconds)
@@ -117,7 +67,7 @@ async def test_starting_a_meeting_creates_its_meeting_object_and_waits_for_the_s
         r = await client.post(f"/api/v1/meetings/{meeting_id}/end", headers=user["headers"])
         assert r.status_code == 200, r.text
         deadline = time.monotonic() + 30
-        while meeting_object(cp, ns, f"mtg-{meeting_id}") is not None:
+        while get_object(cp, ns, "meeting", f"mtg-{meeting_id}") is not None:
             assert time.monotonic() < deadline, "the Meeting object outlived the meeting"
             await asyncio.sleep(0.2)
 

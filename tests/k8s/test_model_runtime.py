@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,15 +27,15 @@ import pytest
 from konfer.core.process import die_with_parent
 from tests.conftest import SettingsFactory
 from tests.helpers import assert_error
-from tests.k8s.cluster import ROOT, ControlPlane, free_port
-from tests.k8s.operator_proc import OperatorProcess, operator_fixture
+from tests.k8s.cluster import ControlPlane, free_port
+from tests.k8s.objects import get_object
+from tests.k8s.operator_proc import operator_fixture
 
 pytestmark = pytest.mark.k8s
 T = TypeVar("T")
 
 __all__ = ["operator_fixture"]
 
-API_RBAC = ROOT / "operator" / "rbac" / "api.yaml"
 ISVC = "inferenceservices.serving.kserve.io"
 TEXT = (
     "The release ships on Monday. The team fixed the login bug. "
@@ -44,40 +43,8 @@ TEXT = (
 )
 
 
-@pytest.fixture
-def ns(control_plane: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
-    name = control_plane.create_namespace(f"models-{uuid.uuid4().hex[:8]}")
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false")
-
-
-@pytest.fixture
-def api_kubeconfig(control_plane: ControlPlane, ns: str) -> Path:
-    """The api's own identity: operator/rbac/api.yaml bound in the models' namespace."""
-    cp = control_plane
-    cp.kubectl("apply", "-f", str(API_RBAC))
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "konfer-api", "namespace": ns},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "konfer-api",
-        },
-        "subjects": [
-            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "konfer-api"}
-        ],
-    }
-    cp.kubectl("apply", "-f", "-", input=json.dumps(binding))
-    return cp.user_kubeconfig("konfer-api")
-
-
 async def get(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any] | None:
-    done = await asyncio.to_thread(
-        cp.kubectl, "get", "-n", ns, kind, name, "-o", "json", check=False
-    )
-    return json.loads(done.stdout) if done.returncode == 0 else None
+    return await asyncio.to_thread(get_object, cp, ns, kind, name)
 
 
 async def eventually(check: Callable[[], Awaitable[T]], what: str, within: float = 30) -> T:

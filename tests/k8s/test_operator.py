@@ -13,8 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.k8s.cluster import POD_CIDR, ControlPlane, KubectlError
+from tests.k8s.objects import get_object as get
 from tests.k8s.operator_proc import OperatorProcess, operator_fixture
 
 pytestmark = pytest.mark.k8s
@@ -40,14 +40,6 @@ def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.2)
-
-
-def get(cp: ControlPlane, ns: str, *what: str) -> dict[str, Any] | None:
-    done = cp.kubectl("get", "-n", ns, *what, "-o", "json", check=False)
-    if done.returncode != 0:
-        return None
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
 
 
 def items(cp: ControlPlane, ns: str, *what: str) -> list[dict[str, Any]]:
@@ -99,13 +91,6 @@ def wait_phase(
             f"{kind}/{name} is not {phase}: {json.dumps((obj or {}).get('status'))}"
         ) from None
     return found
-
-
-@pytest.fixture
-def ns(control_plane: ControlPlane, operator: OperatorProcess) -> Iterator[str]:
-    name = control_plane.create_namespace(f"op-{uuid.uuid4().hex[:8]}")
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
 
 # --- Meeting ---------------------------------------------------------------------------

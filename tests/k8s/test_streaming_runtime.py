@@ -25,19 +25,14 @@ import pytest
 from konfer.api.runtime.recorders import StreamerSpec
 from tests.conftest import SettingsFactory
 from tests.k8s.cluster import ControlPlane
+from tests.k8s.objects import get_object, scheduled_meeting
 from tests.k8s.operator_proc import operator_fixture
-from tests.k8s.test_api_runtime import api_kubeconfig, ns, scheduled_meeting
 
 pytestmark = pytest.mark.k8s
 
-__all__ = ["api_kubeconfig", "ns", "operator_fixture"]
+__all__ = ["operator_fixture"]
 
 RECORDER_IMAGE = "registry.example/konfer/recorder:9.9.9"
-
-
-def _get(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any] | None:
-    done = cp.kubectl("get", "-n", ns, kind, name, "-o", "json", check=False)
-    return json.loads(done.stdout) if done.returncode == 0 else None
 
 
 async def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> None:
@@ -74,7 +69,7 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
     )
     async with open_client(settings) as client:
         user, meeting_id = await _running_meeting(client, cp, ns)
-        meeting = _get(cp, ns, "meeting", f"mtg-{meeting_id}")
+        meeting = get_object(cp, ns, "meeting", f"mtg-{meeting_id}")
         assert meeting is not None
         # The SFU's media ports: the fixed range the operator gave the pod.
         low = settings.operator_sfu_udp_port_min
@@ -90,7 +85,7 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
         stream_id = r.json()["stream_id"]
         assert r.json()["status"] == "pending"
         name = f"stream-{stream_id}"
-        job = _get(cp, ns, "job", name)
+        job = get_object(cp, ns, "job", name)
         assert job is not None, "the api did not create the streamer Job"
         assert job["metadata"]["ownerReferences"] == [
             {
@@ -123,7 +118,7 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
         assert c["envFrom"] == [{"secretRef": {"name": "konfer-media-env", "optional": True}}]
         assert c["terminationMessagePath"] == "/dev/termination-log"
 
-        secret = _get(cp, ns, "secret", f"{name}-token")
+        secret = get_object(cp, ns, "secret", f"{name}-token")
         assert secret is not None
         assert secret["metadata"]["ownerReferences"][0]["kind"] == "Job"
         assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
@@ -160,7 +155,7 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
         )
 
         def suspended() -> bool:
-            found = _get(cp, ns, "job", name)
+            found = get_object(cp, ns, "job", name)
             return bool(found and found["spec"].get("suspend"))
 
         await _until("the streamer Job to be suspended", suspended)
@@ -176,10 +171,10 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
         # Ending the meeting deletes the Meeting; the garbage collector takes the rest.
         r = await client.post(f"/api/v1/meetings/{meeting_id}/end", headers=user["headers"])
         assert r.status_code == 200, r.text
-        await _until("the Job to be collected", lambda: _get(cp, ns, "job", name) is None, 60)
+        await _until("the Job to be collected", lambda: get_object(cp, ns, "job", name) is None, 60)
         await _until(
             "the token Secret to be collected",
-            lambda: _get(cp, ns, "secret", f"{name}-token") is None,
+            lambda: get_object(cp, ns, "secret", f"{name}-token") is None,
             60,
         )
         assert not await state.recorder_runtime.stop(f"stream:{stream_id}")
@@ -210,15 +205,15 @@ async def test_a_recording_carries_quality_and_storage_to_the_recorder_job(
         assert r.status_code == 200, r.text
         recording_id = r.json()["recording_id"]
         name = f"rec-{recording_id}"
-        rec = _get(cp, ns, "recording", name)
+        rec = get_object(cp, ns, "recording", name)
         assert rec is not None
         assert rec["spec"]["quality"] == "low"
         assert rec["spec"]["storage"] == {"bucket": "meetings-media", "prefix": "recordings/"}
 
         await _until(
-            "the recorder Job", lambda: _get(cp, ns, "job", f"{name}-recorder") is not None
+            "the recorder Job", lambda: get_object(cp, ns, "job", f"{name}-recorder") is not None
         )
-        job = _get(cp, ns, "job", f"{name}-recorder")
+        job = get_object(cp, ns, "job", f"{name}-recorder")
         assert job is not None
         (c,) = job["spec"]["template"]["spec"]["containers"]
         args = c["args"]
