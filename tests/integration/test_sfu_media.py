@@ -195,15 +195,23 @@ async def test_screen_share_added_by_renegotiation_reaches_the_others_as_screen_
     screen = PatternVideo(track_id=f"screen-{uuid.uuid4().hex[:6]}", size=(320, 240))
     answer = await presenter.publish(screen, sources={screen.id: "screen_share"})
     assert {t["source"] for t in answer["tracks"]} == {"camera", "microphone", "screen_share"}
-    assert await eventually(
-        lambda: any(
-            r.frames >= 10 and r.sizes == {(320, 240)}
-            for r in viewer.from_user(presenter.user_id, "video")
-        ),
-        8,
-    )
-    (shared,) = [t for t in viewer.offers[-1]["tracks"] if t["source"] == "screen_share"]
+
+    def offered() -> dict[str, Any] | None:
+        tracks = viewer.offers[-1]["tracks"] if viewer.offers else []
+        return next((t for t in tracks if t["source"] == "screen_share"), None)
+
+    assert await eventually(lambda: offered() is not None, 15), "no re-offer with the screen"
+    shared = offered()
+    assert shared is not None
     assert shared["user_id"] == presenter.user_id
+    # Frames of that track (it may ride an m-line another track left: credited by mid).
+    screen_id = shared["track_id"]
+
+    def got() -> Any:
+        return viewer.received.get(screen_id)
+
+    assert await eventually(lambda: got() is not None and got().frames >= 10, 20), got()
+    assert got().sizes == {(320, 240)}, got()
 
     limited = meeting.participant(can_publish_sources=["camera", "microphone"])
     await limited.join()
