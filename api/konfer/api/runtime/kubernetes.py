@@ -297,29 +297,13 @@ class KubernetesRecorderRuntime:
             rec = await custom.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, RECORDINGS, name
             )
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": f"{name}-recorder",
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{GROUP}/{VERSION}",
-                        "kind": "Recording",
-                        "name": name,
-                        "uid": rec["metadata"]["uid"],
-                    }
-                ],
-            },
-            "type": "Opaque",
-            "stringData": {"token": spec.token},
+        owner = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Recording",
+            "name": name,
+            "uid": rec["metadata"]["uid"],
         }
-        core: Any = client.CoreV1Api(api)
-        try:
-            await core.create_namespaced_secret(self.namespace, secret)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise _unavailable(exc) from exc
+        await self._token_secret(api, f"{name}-recorder", owner, spec.token)
 
     async def start_streamer(self, spec: StreamerSpec) -> None:
         """The streamer Job, owned by the meeting's Meeting, then its token Secret owned by
@@ -346,23 +330,34 @@ class KubernetesRecorderRuntime:
             job = api.sanitize_for_serialization(
                 await batch.read_namespaced_job(name, self.namespace)
             )
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": name,
+            "uid": job["metadata"]["uid"],
+        }
+        labels = dict(job["metadata"].get("labels") or {})
+        await self._token_secret(
+            api, streamer_secret_name(spec.stream_id), owner, spec.token, labels
+        )
+        log.info("created streamer Job", extra={"stream_id": spec.stream_id, "job": name})
+
+    async def _token_secret(
+        self,
+        api: client.ApiClient,
+        name: str,
+        owner: dict[str, Any],
+        token: str,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        """A media token in a Secret owned by its recorder's or streamer's object, so it
+        goes with it; created only (a retry finds it made), never read back."""
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {
-                "name": streamer_secret_name(spec.stream_id),
-                "labels": dict(job["metadata"].get("labels") or {}),
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": name,
-                        "uid": job["metadata"]["uid"],
-                    }
-                ],
-            },
+            "metadata": {"name": name, "labels": labels or {}, "ownerReferences": [owner]},
             "type": "Opaque",
-            "stringData": {"token": spec.token},
+            "stringData": {"token": token},
         }
         core: Any = client.CoreV1Api(api)
         try:
@@ -370,7 +365,6 @@ class KubernetesRecorderRuntime:
         except ApiException as exc:
             if exc.status != 409:
                 raise _unavailable(exc) from exc
-        log.info("created streamer Job", extra={"stream_id": spec.stream_id, "job": name})
 
     async def _suspend_streamer(self, stream_id: str) -> bool:
         """Backstop for ``stop("stream:<id>")``: suspend the Job, which deletes its pod
@@ -446,27 +440,6 @@ def streamer_secret_name(stream_id: str) -> str:
     return f"{streamer_job_name(stream_id)}-token"
 
 
-def _streamer_args(spec: StreamerSpec) -> list[str]:
-    args = [
-        "streamer",
-        "--stream-id",
-        spec.stream_id,
-        "--meeting-id",
-        spec.meeting_id,
-        "--sfu-url",
-        spec.sfu_url,
-        "--type",
-        spec.kind,
-        "--video-bitrate",
-        str(spec.video_bitrate),
-    ]
-    if spec.rtmp_url:
-        args += ["--rtmp-url", spec.rtmp_url]
-    if spec.user_id:
-        args += ["--user-id", spec.user_id]
-    return args
-
-
 def _streamer_env(spec: StreamerSpec, settings: Settings) -> list[dict[str, Any]]:
     """What the streamer needs besides its arguments; credentials only by reference (the
     token Secret; S3 keys through ``KONFER_OPERATOR_ENV_SECRET``, as recorder pods)."""
@@ -522,7 +495,7 @@ def streamer_job(spec: StreamerSpec, meeting: dict[str, Any], settings: Settings
         "image": settings.operator_recorder_image,
         "imagePullPolicy": settings.operator_image_pull_policy,
         "command": ["konfer"],
-        "args": _streamer_args(spec),
+        "args": spec.args(),
         "env": _streamer_env(spec, settings),
         "envFrom": (
             [{"secretRef": {"name": settings.operator_env_secret, "optional": True}}]

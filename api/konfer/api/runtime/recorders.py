@@ -83,6 +83,27 @@ class StreamerSpec:
     def key(self) -> str:
         return f"stream:{self.stream_id}"
 
+    def args(self) -> list[str]:
+        """``konfer streamer`` arguments, the same for a child process and a Job."""
+        args = [
+            "streamer",
+            "--stream-id",
+            self.stream_id,
+            "--meeting-id",
+            self.meeting_id,
+            "--sfu-url",
+            self.sfu_url,
+            "--type",
+            self.kind,
+            "--video-bitrate",
+            str(self.video_bitrate),
+        ]
+        if self.rtmp_url:
+            args += ["--rtmp-url", self.rtmp_url]
+        if self.user_id:
+            args += ["--user-id", self.user_id]
+        return args
+
 
 @dataclass(eq=False)
 class _Child:
@@ -145,24 +166,7 @@ class LocalRecorderRuntime:
         )
 
     async def start_streamer(self, spec: StreamerSpec) -> None:
-        args = [
-            "streamer",
-            "--stream-id",
-            spec.stream_id,
-            "--meeting-id",
-            spec.meeting_id,
-            "--sfu-url",
-            spec.sfu_url,
-            "--type",
-            spec.kind,
-            "--video-bitrate",
-            str(spec.video_bitrate),
-            "--exit-with-parent",
-        ]
-        if spec.rtmp_url:
-            args += ["--rtmp-url", spec.rtmp_url]
-        if spec.user_id:
-            args += ["--user-id", spec.user_id]
+        args = [*spec.args(), "--exit-with-parent"]
         await self._spawn(spec.key, args, spec.token)
 
     async def _spawn(self, key: str, args: list[str], token: str) -> None:
