@@ -14,9 +14,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from konfer.core.settings import Settings
+from tests.conftest import SettingsFactory
 from tests.k8s.cluster import (
     ROOT,
     Binaries,
@@ -82,3 +85,17 @@ def api_kubeconfig(control_plane: ControlPlane, ns: str) -> Path:
     }
     cp.kubectl("apply", "-f", "-", input=json.dumps(binding))
     return cp.user_kubeconfig("konfer-api")
+
+
+@pytest.fixture
+def api_settings(make_settings: SettingsFactory, api_kubeconfig: Path, ns: str) -> SettingsFactory:
+    """Settings of an api in the kubernetes runtime, as itself (``api_kubeconfig``) in the
+    test's namespace; the SFU gets 30 s to be ready unless a test says otherwise."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {"kubernetes_sfu_ready_timeout_seconds": 30, **overrides}
+        return make_settings(
+            runtime="kubernetes", kubeconfig=api_kubeconfig, kubernetes_namespace=ns, **values
+        )
+
+    return make

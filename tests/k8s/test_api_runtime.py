@@ -8,7 +8,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,17 +26,11 @@ __all__ = ["operator_fixture"]
 async def test_starting_a_meeting_creates_its_meeting_object_and_waits_for_the_sfu(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
-        kubernetes_sfu_ready_timeout_seconds=30,
-    )
+    settings = api_settings()
     async with open_client(settings) as client:
         user = await client.signup()
         meeting_id = await scheduled_meeting(client, user)
@@ -75,8 +68,7 @@ async def test_starting_a_meeting_creates_its_meeting_object_and_waits_for_the_s
 async def test_an_sfu_that_cannot_start_is_a_503_with_the_reason(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
@@ -87,10 +79,7 @@ async def test_an_sfu_that_cannot_start_is_a_503_with_the_reason(
         "spec": {"hard": {"pods": "0"}},
     }
     cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(quota))
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
+    settings = api_settings(
         kubernetes_sfu_ready_timeout_seconds=3,
     )
     async with open_client(settings) as client:
@@ -105,17 +94,11 @@ async def test_an_sfu_that_cannot_start_is_a_503_with_the_reason(
 async def test_recording_a_meeting_creates_a_recording_object_the_operator_runs(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
-        kubernetes_sfu_ready_timeout_seconds=30,
-    )
+    settings = api_settings()
     async with open_client(settings) as client:
         user = await client.signup()
         meeting_id = await scheduled_meeting(client, user)

@@ -95,15 +95,11 @@ def nodes_by_id(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_loading_a_model_creates_its_inference_model_and_its_pods_become_nodes(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
+    settings = api_settings(
         ai_health_interval_seconds=0.3,
         ai_server_start_timeout_seconds=30,
     )
@@ -208,8 +204,7 @@ async def test_loading_a_model_creates_its_inference_model_and_its_pods_become_n
 async def test_a_platform_model_is_listed_times_out_with_its_phase_and_unloads_to_zero(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
@@ -226,10 +221,7 @@ async def test_a_platform_model_is_listed_times_out_with_its_phase_and_unloads_t
         },
     }
     cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(deployed))
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
+    settings = api_settings(
         ai_health_interval_seconds=0.3,
         ai_server_start_timeout_seconds=2,
     )
@@ -295,16 +287,12 @@ def textrank_server(tmp_path: Path) -> Iterator[int]:
 async def test_a_ready_pod_that_answers_serves_ai_requests_found_through_discovery(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
     textrank_server: int,
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
+    settings = api_settings(
         ai_health_interval_seconds=0.3,
         ai_server_start_timeout_seconds=30,
     )

@@ -17,7 +17,6 @@ import base64
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,16 +52,11 @@ async def _running_meeting(client: Any, cp: ControlPlane, ns: str) -> tuple[dict
 async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
-        kubernetes_sfu_ready_timeout_seconds=30,
+    settings = api_settings(
         operator_recorder_image=RECORDER_IMAGE,
         operator_api_url="http://konfer-api.konfer.svc:8000",
         operator_env_secret="konfer-media-env",
@@ -183,16 +177,11 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
 async def test_a_recording_carries_quality_and_storage_to_the_recorder_job(
     control_plane: ControlPlane,
     ns: str,
-    api_kubeconfig: Path,
-    make_settings: SettingsFactory,
+    api_settings: SettingsFactory,
     open_client: Callable[..., Any],
 ) -> None:
     cp = control_plane
-    settings = make_settings(
-        runtime="kubernetes",
-        kubeconfig=api_kubeconfig,
-        kubernetes_namespace=ns,
-        kubernetes_sfu_ready_timeout_seconds=30,
+    settings = api_settings(
         s3_bucket="meetings-media",
     )
     async with open_client(settings) as client:
