@@ -36,7 +36,7 @@ import json
 import logging
 import shutil
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -355,8 +355,11 @@ async def wait_finished(
     return current
 
 
-async def finalize_meeting(session: AsyncSession, state: AppState, meeting_id: uuid.UUID) -> int:
-    """A meeting ends: every active recording of it stops and finalizes (not awaited)."""
+async def finalize_meeting(
+    session: AsyncSession, state: AppState, meeting_id: uuid.UUID
+) -> Sequence[Recording]:
+    """A meeting ends: every active recording of it stops and finalizes (not awaited);
+    returns those recordings."""
     rows = (
         (
             await session.execute(
@@ -370,7 +373,7 @@ async def finalize_meeting(session: AsyncSession, state: AppState, meeting_id: u
     )
     for rec in rows:
         await stop(session, state, rec, wait=False)
-    return len(rows)
+    return rows
 
 
 async def retry_upload(session: AsyncSession, state: AppState, rec: Recording) -> Recording:
@@ -688,20 +691,7 @@ async def drop_meeting_recordings(
     removed too. The rows are deleted in the caller's transaction (not committed here);
     ``remove_files`` removes the objects and kept files after it commits.
     """
-    active = (
-        (
-            await session.execute(
-                select(Recording).where(
-                    Recording.meeting_id == meeting_id, Recording.status.in_(ACTIVE)
-                )
-            )
-        )
-        .scalars()
-        .all()
-    )
-    for rec in active:
-        await stop(session, state, rec, wait=False)
-    for rec in active:
+    for rec in await finalize_meeting(session, state, meeting_id):
         await wait_finished(session, state, rec.id, STOP_WAIT_SECONDS)
     rows = (
         (await session.execute(select(Recording).where(Recording.meeting_id == meeting_id)))
