@@ -156,3 +156,52 @@ def test_composed_recording_lays_out_every_camera_and_mixes_audio(
         assert a.codec_context.name == "opus"
         assert c.duration is not None
         assert abs(c.duration / 1e6 - 1.9) < 0.3
+
+
+def test_a_track_is_placed_by_its_least_delayed_frame_not_its_first(tmp_path: Path) -> None:
+    """First frames that arrive late in a burst must not stretch the file past real time."""
+    t0 = time.monotonic()
+    video = _writer(tmp_path, "v", "video", "vp8", t0)
+    audio = _writer(tmp_path, "a", "audio", "opus", t0)
+    # Both were sent from t0 + 1.0 for 2 s. The first 0.4 s of video reached the recorder
+    # in one burst at t0 + 1.5; everything else arrived 10 ms after it was sent.
+    for i, f in enumerate(_video_frames("vp8", 60)):
+        sent = 1.0 + i / 30
+        video.write(f, i * 3000, t0 + max(1.5, sent + 0.01) if i < 12 else t0 + sent + 0.01)
+    for i, f in enumerate(_opus_frames(100)):
+        audio.write(f, i * 960, t0 + 1.0 + i * 0.02 + 0.01)
+    video.close()
+    audio.close()
+    assert video.offset is not None
+    assert audio.offset is not None
+    assert abs(video.offset - 1.01) < 0.005
+    assert abs(audio.offset - 1.01) < 0.005
+    result = assemble([video, audio], tmp_path / "out", "webm")
+    assert abs(result.duration - 2.0) < 0.05  # anchoring on the burst would give 2.5 s
+    with av.open(str(result.path)) as c:
+        assert c.duration is not None
+        assert abs(c.duration / 1e6 - 2.0) < 0.05
+
+
+def test_trim_ends_every_track_at_the_stop_request(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    video = _writer(tmp_path, "v", "video", "vp8", t0)
+    audio = _writer(tmp_path, "a", "audio", "opus", t0)
+    frames = _video_frames("vp8", 90)
+    for i, f in enumerate(frames):
+        video.write(f, i * 3000, t0 + 0.5 + i / 30)
+    for i, f in enumerate(_opus_frames(150)):
+        audio.write(f, i * 960, t0 + 0.5 + i * 0.02)
+    video.close()
+    audio.close()
+    for track in (video, audio):
+        track.trim(2.5)  # the stop came at t0 + 2.5; the recorder heard it at t0 + 3.5
+    assert abs(video.duration - 2.0) < 0.04
+    assert abs(audio.duration - 2.0) < 0.03
+    result = assemble([video, audio], tmp_path / "out", "webm")
+    assert abs(result.duration - 2.0) < 0.04
+    with av.open(str(result.path)) as c:
+        assert c.duration is not None
+        assert abs(c.duration / 1e6 - 2.0) < 0.05
+        kept = sum(1 for _ in c.decode(video=0))
+        assert kept == 61  # frames 0..60: the cut keeps what was sent up to the stop

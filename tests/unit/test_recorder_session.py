@@ -1,11 +1,22 @@
-"""What a recorder leaves behind for Kubernetes: its one-line summary and exit code."""
+"""What a recorder leaves behind: its one-line summary for Kubernetes, and where its file ends."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from konfer.sfu.recorder.session import Outcome, write_termination_log
+import pytest
+
+from konfer.core.settings import Settings
+from konfer.core.storage import LocalStorage
+from konfer.sfu.recorder.muxer import TrackWriter
+from konfer.sfu.recorder.session import (
+    Outcome,
+    Recorder,
+    RecorderOptions,
+    Reporter,
+    write_termination_log,
+)
 
 
 def test_termination_log_is_one_json_line_the_operator_can_mirror(tmp_path: Path) -> None:
@@ -27,3 +38,35 @@ def test_termination_log_is_skipped_where_there_is_no_such_folder(tmp_path: Path
     path = tmp_path / "missing" / "termination-log"
     write_termination_log(path, Outcome("completed", None, "recordings/m/r.webm", 1, 1.0))
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("stop_at", "duration"),
+    [
+        (3.0, 2.5),  # asked 1 s before the recorder heard it: the file ends at the request
+        (3.9, 3.4),  # asked just before: still cut there
+        (-2.0, 3.5),  # the api's clock is far behind (skew, or a stop from elsewhere): no cut
+        (4.5, 3.5),  # "asked" after the recorder stopped: a skewed clock, no cut
+    ],
+)
+async def test_a_stop_cuts_the_file_at_the_moment_it_was_asked_for(
+    tmp_path: Path, stop_at: float, duration: float
+) -> None:
+    settings = Settings(public_url="http://127.0.0.1:9")
+    options = RecorderOptions(recording_id="r", meeting_id="m", sfu_url="http://127.0.0.1:9")
+    recorder = Recorder(settings, options, "token", LocalStorage(tmp_path / "store"))
+    track = TrackWriter(
+        tmp_path / "a.spool", "a", "user", "microphone", "audio", "opus", 48000, recorder.t0
+    )
+    recorder.writers["a"] = track
+    for i in range(176):  # 3.5 s of 20 ms frames, sent and received from t0 + 0.5
+        track.write(b"\xfc" + bytes(40), i * 960, recorder.t0 + 0.5 + i * 0.02)
+    track.close()
+    recorder.reporter = Reporter(settings, "r", "token")
+    try:
+        recorder.reporter.stop_at = recorder.t0_wall + stop_at
+        recorder._cut_at_stop_request(recorder.t0 + 4.0)  # when the recorder heard the stop
+    finally:
+        await recorder.reporter.close()
+    assert abs(recorder.duration() - duration) < 0.021, recorder.duration()
+    assert recorder.report("finalizing")["started_at"] == pytest.approx(recorder.t0_wall + 0.5)

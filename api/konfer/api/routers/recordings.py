@@ -279,4 +279,7 @@ async def recorder_report(
     sfu_url = None
     if rec.status == "paused":
         sfu_url = await service.current_sfu_url(session, state, rec)
-    return RecorderAnswer(stop=rec.stop_requested, status=rec.status, sfu_url=sfu_url)
+    stop_at = rec.stopped_at.timestamp() if rec.stop_requested and rec.stopped_at else None
+    return RecorderAnswer(
+        stop=rec.stop_requested, stop_at=stop_at, status=rec.status, sfu_url=sfu_url
+    )

@@ -111,11 +111,18 @@ class RecorderReport(BaseModel):
     local_path: str | None = Field(default=None, max_length=1024)
     upload_pending: bool = False
     extra_files: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
-    started_at: float | None = Field(default=None, description="Unix time of the first frame")
+    started_at: float | None = Field(
+        default=None,
+        description="Unix time the first recorded frame was sent (least-delay estimate)",
+    )
 
 
 class RecorderAnswer(BaseModel):
     stop: bool = Field(description="The api wants the recorder to stop and finalize")
+    stop_at: float | None = Field(
+        default=None,
+        description="Unix time the stop was asked for: the recorder ends the file there",
+    )
     status: RecordingStatusName
     sfu_url: str | None = Field(
         default=None,

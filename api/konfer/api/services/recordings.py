@@ -440,7 +440,7 @@ async def apply_report(
     rec.participants = report.participants
     rec.quality_metrics = report.quality_metrics
     rec.tracks = report.tracks
-    if report.started_at is not None and rec.started_at is None:
+    if report.started_at is not None:  # refined while frames arrive: the latest is best
         rec.started_at = datetime.fromtimestamp(report.started_at, UTC)
     if report.format:
         rec.container = report.format

@@ -25,7 +25,7 @@ from typing import Any
 import av
 from av.filter import Graph
 
-from konfer.sfu.recorder.muxer import CONTAINERS, TrackWriter, read_spool
+from konfer.sfu.recorder.muxer import CONTAINERS, TrackWriter
 
 WIDTH, HEIGHT, FPS = 1280, 720, 15
 AUDIO_RATE = 48000
@@ -48,7 +48,7 @@ def _decoded(track: TrackWriter, base: float, stats: ComposeStats) -> Iterator[t
     decoder: Any = av.CodecContext.create(track.codec, "r")
     stats.decoders += 1
     shift = (track.offset or 0.0) - base
-    for pts, _key, data in read_spool(track.path):
+    for pts, _key, data in track.frames():
         try:
             frames = decoder.decode(av.Packet(data))
         except av.FFmpegError:
@@ -64,7 +64,7 @@ def _speakers(tracks: list[TrackWriter], base: float) -> dict[int, str]:
         if t.kind != "audio":
             continue
         shift = (t.offset or 0.0) - base
-        for pts, _key, data in read_spool(t.path):
+        for pts, _key, data in t.frames():
             second = int(shift + pts / t.clock_rate)
             per = volume.setdefault(second, {})
             per[t.user_id] = per.get(t.user_id, 0) + len(data)

@@ -9,8 +9,12 @@ the recording stops, ``assemble`` muxes every spool into the one file the user a
 frames stay exactly as the publisher encoded them (VP8 frames, H.264 Annex B).
 
 Timestamps: a track's packets carry its RTP timestamps (unwrapped, 90 kHz for video,
-48 kHz for Opus) minus its first one; the track starts at the recording-relative time
-its first frame arrived, which is what lines tracks up against each other.
+48 kHz for Opus) minus its first one. Where a track sits on the recording's timeline
+(``offset``) comes from its least-delayed frame, not its first: the first frames often
+arrive late and in a burst (the connection was still settling, or the machine was busy),
+and anchoring on them would shift the track and make the file longer than the time it
+covers. A stop asked for at a known moment cuts every track there (``trim``), so the
+file ends when the user pressed stop, not when the recorder heard of it.
 """
 
 from __future__ import annotations
@@ -79,7 +83,10 @@ class TrackWriter:
     clock_rate: int
     t0: float  # recording start (monotonic): the zero of every track's offset
     stats: TrackStats = field(default_factory=TrackStats)
-    offset: float | None = None  # seconds after t0 this track's first frame arrived
+    #: Seconds after t0 at which this track's pts 0 was sent: the smallest
+    #: ``arrival - pts`` seen, i.e. measured on the frame that waited least on the way.
+    offset: float | None = None
+    end_pts: int | None = None  # frames after this are left out (``trim``)
     width: int = 0
     height: int = 0
     first_ts: int | None = None
@@ -95,7 +102,22 @@ class TrackWriter:
 
     @property
     def duration(self) -> float:
-        return max(self.last_pts, 0) / self.clock_rate if self.started else 0.0
+        if not self.started:
+            return 0.0
+        last = self.last_pts if self.end_pts is None else min(self.last_pts, self.end_pts)
+        return max(last, 0) / self.clock_rate
+
+    def trim(self, until: float) -> None:
+        """End the track at ``until`` seconds after t0 (it keeps at least its first frame)."""
+        if self.started and self.offset is not None:
+            self.end_pts = max(0, int((until - self.offset) * self.clock_rate))
+
+    def frames(self) -> Iterator[tuple[int, bool, bytes]]:
+        """(pts, keyframe, frame) of the spool, up to the trim point."""
+        for pts, key, frame in read_spool(self.path):
+            if self.end_pts is not None and pts > self.end_pts:
+                return
+            yield pts, key, frame
 
     def _unwrap(self, ts: int) -> int:
         if self._ts_last is not None:
@@ -129,12 +151,14 @@ class TrackWriter:
                 self.stats.skipped_before_keyframe += 1
                 return False
             self.first_ts = ts
-            self.offset = max(0.0, (arrived or time.monotonic()) - self.t0)
         assert self.first_ts is not None
         pts = ts - self.first_ts
         if pts <= self.last_pts:  # a publisher restarted its clock, or a stale frame
             self.stats.discontinuities += 1
             pts = self.last_pts + 1
+        sent = (arrived or time.monotonic()) - self.t0 - pts / self.clock_rate
+        if self.offset is None or sent < self.offset:
+            self.offset = sent
         key = bitstream.is_keyframe(self.codec, frame)
         assert self._out is not None
         self._out.write(_RECORD.pack(len(frame), pts, int(key)) + frame)
@@ -196,7 +220,7 @@ def _packets(
 ) -> Iterator[tuple[float, int, av.Packet[Any]]]:
     tb = Fraction(1, track.clock_rate)
     shift = round(offset * track.clock_rate)
-    for pts, key, frame in read_spool(track.path):
+    for pts, key, frame in track.frames():
         packet = av.Packet(frame)
         packet.pts = packet.dts = pts + shift
         packet.time_base = tb

@@ -61,6 +61,8 @@ CLOCK_RATES = {"audio": 48000, "video": 90000}
 COMPOSED = frozenset({"grid", "speaker", "gallery"})
 COPYABLE = {"vp8", "h264", "opus"}
 MAX_BACKOFF_SECONDS = 60.0
+#: How long before the recorder heard a stop the api's stop time may lie to be used.
+STOP_CUT_WINDOW_SECONDS = 5.0
 EXIT_FAILED = 1
 EXIT_UPLOAD_FAILED = 3
 
@@ -110,6 +112,8 @@ class Reporter:
             headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(10)
         )
         self.stop_requested = False
+        #: When the stop was asked for (Unix time), as the api recorded it.
+        self.stop_at: float | None = None
         #: Where the api says the meeting's SFU is now (answers to ``paused`` reports).
         self.sfu_url: str | None = None
 
@@ -125,6 +129,8 @@ class Reporter:
                     answer = r.json()
                     if answer.get("stop"):
                         self.stop_requested = True
+                    if answer.get("stop_at") is not None:
+                        self.stop_at = float(answer["stop_at"])
                     if answer.get("sfu_url"):
                         self.sfu_url = str(answer["sfu_url"])
                     return
@@ -146,7 +152,7 @@ class Recorder:
     metrics: RecorderMetrics = field(default_factory=RecorderMetrics)
     writers: dict[str, TrackWriter] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
-    started_wall: float | None = None
+    t0_wall: float = field(default_factory=time.time)  # the same moment in Unix time
     first_frame: float | None = None
     phase: str = "pending"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -210,7 +216,6 @@ class Recorder:
                 self.metrics.bytes.labels(writer.kind).inc(len(frame))
                 if self.first_frame is None:
                     self.first_frame = now
-                    self.started_wall = time.time()
                     self.first_frame_seen.set()
                 if self.phase in ("pending", "paused"):
                     self.media_seen.set()
@@ -271,8 +276,8 @@ class Recorder:
             "quality_metrics": self.quality(),
             "layout": self.options.layout,
         }
-        if self.started_wall is not None:
-            body["started_at"] = self.started_wall
+        if written:  # when the first frame on the file's timeline was sent
+            body["started_at"] = self.t0_wall + min(w.offset or 0.0 for w in written)
         if phase == "paused" and self.pause_reason:
             body["reason"] = self.pause_reason
         body.update(extra)
@@ -356,6 +361,7 @@ class Recorder:
                     break
                 subscriber = await self._rejoin(lost)
         finally:
+            stopped = time.monotonic()
             self.stopping.set()
             for task in tasks:
                 task.cancel()
@@ -374,8 +380,27 @@ class Recorder:
                 "NO_MEDIA: nothing was published while the recorder was in the meeting"
             )
             return Outcome("failed", reason)
-        await self._send("finalizing")
+        await self._send("finalizing")  # the answer carries when the stop was asked for
+        self._cut_at_stop_request(stopped)
         return await self.finalize()
+
+    def _cut_at_stop_request(self, stopped: float) -> None:
+        """End the file when the user asked to stop, not when the recorder heard it.
+
+        The request reaches the recorder through the api and a signal or a report answer,
+        which takes from milliseconds to most of a second on a busy node; everything in
+        between would be recorded after the user's stop. The api's clock is trusted only
+        for a cut inside ``STOP_CUT_WINDOW_SECONDS`` before the recorder stopped, so a
+        skewed clock or a stop from elsewhere (meeting end, time limit) cuts nothing.
+        """
+        if self.reporter is None or self.reporter.stop_at is None:
+            return
+        until = self.reporter.stop_at - self.t0_wall
+        heard = stopped - self.t0
+        if heard - STOP_CUT_WINDOW_SECONDS <= until < heard:
+            log.info("cutting the recording %.3f s before the stop was heard", heard - until)
+            for writer in self.writers.values():
+                writer.trim(until)
 
     async def _attend(self, subscriber: SfuSubscriber) -> str | None:
         """Receive from one SFU connection: None once stopped, else how it was lost."""
