@@ -155,7 +155,15 @@ def test_inference_model_has_the_fields_of_the_design_and_checks_replicas() -> N
         "minReplicas",
         "maxReplicas",
         "resources",
+        "nodeSelector",
+        "tolerations",
     }
+    assert props["nodeSelector"]["additionalProperties"]["type"] == "string"
+    assert props["tolerations"]["items"]["properties"]["effect"]["enum"] == [
+        "NoSchedule",
+        "PreferNoSchedule",
+        "NoExecute",
+    ]
     assert len(props["task"]["enum"]) == 8
     assert props["runtime"]["enum"] == ["faster-whisper", "onnx", "ctranslate2", "builtin"]
     assert props["device"]["enum"] == ["cpu", "gpu"]

@@ -18,8 +18,10 @@ from konfer.api.inference.kubernetes import (
     builtin_specs,
     inference_model,
     model_name,
+    pinned_host,
     pod_node,
     spec_of,
+    unschedulable,
 )
 from konfer.core.errors import ValidationFailed
 from konfer.core.inference import ModelSpec, Runtime, Task
@@ -148,6 +150,46 @@ def test_an_unready_pod_is_starting_with_its_reason_and_never_ready() -> None:
     going = _pod(phase="Running", podIP="10.244.0.9")
     going["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
     assert pod_node(going, spec, 8080).status == "stopped"  # scaled away: not a failure
+
+
+def test_loading_on_a_node_pins_the_inference_model_to_that_hostname() -> None:
+    (textrank,) = [s for s in builtin_specs() if s.name == "textrank"]
+    manifest = inference_model(textrank, 1, Settings(), host="worker-2.example.internal")
+    assert manifest["spec"]["nodeSelector"] == {
+        "kubernetes.io/hostname": "worker-2.example.internal"
+    }
+    assert pinned_host(manifest) == "worker-2.example.internal"
+    props = crd_spec_schema()["properties"]
+    assert props["nodeSelector"]["additionalProperties"]["type"] == "string"
+    assert "nodeSelector" not in inference_model(textrank, 1, Settings())["spec"]
+    assert pinned_host(inference_model(textrank, 1, Settings())) is None
+
+
+def test_a_pod_the_scheduler_cannot_place_says_why_and_a_placed_one_names_its_node() -> None:
+    (spec,) = [s for s in builtin_specs() if s.name == "textrank"]
+    message = "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    stuck = _pod(
+        phase="Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": message,
+            }
+        ],
+    )
+    assert unschedulable(stuck) == message
+    node = pod_node(stuck, spec, 8080)
+    assert (node.status, node.host) == ("starting", None)
+    assert node.error == f"pod Pending (Unschedulable: {message})"
+
+    placed = _pod(
+        phase="Running", podIP="10.244.0.7", conditions=[{"type": "Ready", "status": "True"}]
+    )
+    placed["spec"]["nodeName"] = "worker-2"
+    assert unschedulable(placed) is None
+    assert pod_node(placed, spec, 8080).host == "worker-2"
 
 
 async def test_an_unreachable_api_server_is_a_503_not_a_crash(tmp_path: Path) -> None:

@@ -259,6 +259,56 @@ def test_gpu_models_ask_for_a_gpu() -> None:
     assert "s3://models/whisper" in c["args"]
 
 
+def test_node_selector_and_tolerations_go_to_the_predictor_pod_spec() -> None:
+    owner = ObjectRef(kind="InferenceModel", name="w", namespace="ai", uid="u")
+    toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    spec = InferenceModelSpec.model_validate(
+        {
+            "task": "speech-recognition",
+            "nodeSelector": {"kubernetes.io/hostname": "gpu-1", "pool": "gpu"},
+            "tolerations": [toleration],
+        }
+    )
+    predictor = builders.inference_service(spec, owner, SETTINGS)["spec"]["predictor"]
+    assert predictor["nodeSelector"] == {"kubernetes.io/hostname": "gpu-1", "pool": "gpu"}
+    assert predictor["tolerations"] == [toleration]
+
+    plain = InferenceModelSpec.model_validate({"task": "summarization"})
+    predictor = builders.inference_service(plain, owner, SETTINGS)["spec"]["predictor"]
+    assert "nodeSelector" not in predictor  # the scheduler chooses
+    assert "tolerations" not in predictor
+
+
+def test_an_update_removes_selector_keys_and_tolerations_the_model_dropped() -> None:
+    owner = ObjectRef(kind="InferenceModel", name="w", namespace="ai", uid="u")
+    existing = {
+        "spec": {
+            "predictor": {
+                "nodeSelector": {"kubernetes.io/hostname": "node-a", "pool": "gpu"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            }
+        }
+    }
+    moved = InferenceModelSpec.model_validate(
+        {"task": "summarization", "nodeSelector": {"pool": "cpu"}}
+    )
+    patch = builders.inference_service_patch(
+        builders.inference_service(moved, owner, SETTINGS), existing
+    )
+    predictor = patch["spec"]["predictor"]
+    # A merge patch: null removes a key, a list replaces the old one.
+    assert predictor["nodeSelector"] == {"kubernetes.io/hostname": None, "pool": "cpu"}
+    assert predictor["tolerations"] == []
+    assert predictor["minReplicas"] == 1
+    assert patch["metadata"]["labels"]["konfer.io/inference-model"] == "w"
+
+    fresh = builders.inference_service_patch(
+        builders.inference_service(moved, owner, SETTINGS), {"spec": {"predictor": {}}}
+    )
+    assert fresh["spec"]["predictor"]["nodeSelector"] == {"pool": "cpu"}
+    assert "tolerations" not in fresh["spec"]["predictor"]
+
+
 def _pod_specs() -> list[dict[str, Any]]:
     meeting = MeetingSpec.model_validate({"title": "Standup"})
     recording = RecordingSpec.model_validate({"meetingRef": "standup"})

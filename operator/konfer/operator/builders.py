@@ -8,6 +8,7 @@ lets the garbage collector remove the children.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from konfer.core.settings import Settings
@@ -435,6 +436,18 @@ def inference_service(spec: InferenceModelSpec, owner: ObjectRef, settings: Sett
         "securityContext": _RESTRICTED_CONTAINER,
     }
     volumes = _scratch(container)  # the joined Whisper model is cached in the data dir
+    predictor: Manifest = {
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "labels": labels,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    # Placement goes on the predictor's pod spec as given; without it the scheduler chooses.
+    if spec.node_selector:
+        predictor["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        predictor["tolerations"] = [dict(t) for t in spec.tolerations]
     return {
         "apiVersion": KSERVE_API_VERSION,
         "kind": "InferenceService",
@@ -442,13 +455,24 @@ def inference_service(spec: InferenceModelSpec, owner: ObjectRef, settings: Sett
             **_metadata(owner.name, owner, labels),
             "annotations": {"serving.kserve.io/deploymentMode": "RawDeployment"},
         },
-        "spec": {
-            "predictor": {
-                "minReplicas": spec.min_replicas,
-                "maxReplicas": spec.max_replicas,
-                "labels": labels,
-                "containers": [container],
-                "volumes": volumes,
-            }
-        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def inference_service_patch(manifest: Manifest, existing: Mapping[str, Any]) -> Manifest:
+    """The merge patch that brings ``existing`` to ``manifest``. A merge patch keeps the map
+    keys it does not name, so node-selector keys the InferenceModel no longer has are set
+    to null (removed); tolerations, a list, are replaced whole (emptied when gone)."""
+    predictor = dict(manifest["spec"]["predictor"])
+    current = (existing.get("spec") or {}).get("predictor") or {}
+    wanted = predictor.get("nodeSelector") or {}
+    selector: dict[str, str | None] = dict.fromkeys(current.get("nodeSelector") or {})
+    selector.update(wanted)
+    if selector:
+        predictor["nodeSelector"] = selector
+    if current.get("tolerations"):
+        predictor.setdefault("tolerations", [])
+    return {
+        "metadata": {"labels": manifest["metadata"]["labels"]},
+        "spec": {**manifest["spec"], "predictor": predictor},
     }

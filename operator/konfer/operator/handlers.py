@@ -464,10 +464,12 @@ def _owner_uids(obj: Any) -> set[str]:
 def _api_for(
     engine: Engine, manifest: Mapping[str, Any]
 ) -> tuple[
-    Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]] | None
+    Callable[[], Awaitable[Any]],
+    Callable[[], Awaitable[Any]],
+    Callable[[Any], Awaitable[Any]] | None,
 ]:
-    """(create, read, patch-to-desired) for a child manifest; patch is None when the
-    child's spec cannot change after creation (Jobs, Recordings)."""
+    """(create, read, patch-to-desired given the existing object) for a child manifest;
+    patch is None when the child's spec cannot change after creation (Jobs, Recordings)."""
     kind = manifest["kind"]
     ns = manifest["metadata"]["namespace"]
     name = manifest["metadata"]["name"]
@@ -478,14 +480,14 @@ def _api_for(
         return (
             lambda: apps.create_namespaced_deployment(ns, body),
             lambda: apps.read_namespaced_deployment(name, ns),
-            lambda: apps.patch_namespaced_deployment(name, ns, desired, _content_type=MERGE),
+            lambda _: apps.patch_namespaced_deployment(name, ns, desired, _content_type=MERGE),
         )
     if kind == "Service":
         core: Any = client.CoreV1Api(engine.api)
         return (
             lambda: core.create_namespaced_service(ns, body),
             lambda: core.read_namespaced_service(name, ns),
-            lambda: core.patch_namespaced_service(name, ns, desired, _content_type=MERGE),
+            lambda _: core.patch_namespaced_service(name, ns, desired, _content_type=MERGE),
         )
     if kind == "Job":
         batch = client.BatchV1Api(engine.api)
@@ -500,8 +502,15 @@ def _api_for(
         return (
             lambda: custom.create_namespaced_custom_object(group, version, ns, plural, body),
             lambda: custom.get_namespaced_custom_object(group, version, ns, plural, name),
-            lambda: custom.patch_namespaced_custom_object(
-                group, version, ns, plural, name, desired, _content_type=MERGE
+            # Node-selector keys the model dropped are nulled: the patch needs the object.
+            lambda existing: custom.patch_namespaced_custom_object(
+                group,
+                version,
+                ns,
+                plural,
+                name,
+                builders.inference_service_patch(body, existing),
+                _content_type=MERGE,
             ),
         )
     assert manifest["apiVersion"] == API_VERSION, manifest["apiVersion"]
@@ -533,7 +542,7 @@ async def create_child(
             f"{kind} {manifest['metadata']['name']} exists and belongs to something else"
         )
     if update and patch is not None:
-        await patch()
+        await patch(existing)
 
 
 async def ensure_meeting_children(engine: Engine, spec: MeetingSpec, owner: ObjectRef) -> None:

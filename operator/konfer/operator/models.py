@@ -101,6 +101,9 @@ class InferenceModelSpec(_Spec):
     min_replicas: int = Field(default=1, alias="minReplicas")
     max_replicas: int = Field(default=1, alias="maxReplicas")
     resources: Resources | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    # core/v1 Tolerations, passed on as written (the CRD schema validates their shape).
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ObjectRef(BaseModel):

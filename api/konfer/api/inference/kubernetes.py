@@ -26,9 +26,27 @@ its probe loop (``InferenceService.sync``) and drops what has gone.
   still pending or unready ``starting``, failed ``offline``; a terminating pod is left out
   (scaled away, not failed).
 
-Node ids are pod names, so they survive api restarts and agree across replicas. A node
-name passed to ``load-on`` does not pin a pod to a Kubernetes node: the InferenceModel has
-no node selector yet, so the scheduler places the new replica.
+- ``start_on`` (``load-on/{node}``): ``node`` is a Kubernetes node name. The api pins the
+  InferenceModel it manages there (``spec.nodeSelector`` ``kubernetes.io/hostname``; the
+  operator passes it to the predictor pods): created pinned, or pinned and, when already
+  pinned there with every replica running, scaled out by one. A model's replicas share one
+  placement, so pinning an unpinned or elsewhere-pinned model moves its servers (the
+  Deployment rolls them out there). An InferenceModel the platform applied keeps its
+  placement: ``load-on`` answers 409 unless it already selects that node. The api may not
+  read cluster nodes, so an unknown or full node shows up as a pod the scheduler reports
+  Unschedulable: the load fails at once with the scheduler's message (``MODEL_LOAD_FAILED``)
+  and what this request changed is undone (the InferenceModel deleted when it made it, the
+  former placement and replicas restored otherwise).
+- ``rebalance``: the cluster already replaces failed pods (ReplicaSet) and restarts servers
+  whose probes fail, and the api may not delete pods; what it repairs is placement the
+  cluster cannot satisfy, on the InferenceModels it manages: a ``load-on`` pin whose pods
+  are Unschedulable is removed (the scheduler places them anywhere), and replicas of an
+  unpinned model that cannot be scheduled are given up (``minReplicas`` lowered to the pods
+  that are placed, at least 1). Platform InferenceModels are left as applied. It answers
+  the number of models changed and the Ready servers per Kubernetes node.
+
+Node ids are pod names, so they survive api restarts and agree across replicas; a node's
+``host`` is its pod's Kubernetes node.
 """
 
 from __future__ import annotations
@@ -48,7 +66,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from konfer.api.inference.errors import ModelLoadFailed
 from konfer.api.inference.runtime import Node
 from konfer.api.runtime.kubernetes import GROUP, MERGE, VERSION, _api_client
-from konfer.core.errors import ServiceUnavailable, ValidationFailed
+from konfer.core.errors import Conflict, ServiceUnavailable, ValidationFailed
 from konfer.core.inference import BUILTIN_MODELS, Device, ModelSpec, Runtime, Task
 from konfer.core.settings import Settings
 
@@ -60,6 +78,7 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "konfer-api"
 PREDICTOR_CONTAINER = "kserve-container"
 PACKAGED = "packaged:"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 _POLL_SECONDS = 0.5
 # Every call is bounded: a stalled API server must not hang the api's start or a probe round.
 _TIMEOUT = {"_request_timeout": 10}
@@ -100,8 +119,11 @@ def builtin_specs() -> list[ModelSpec]:
     return [m.model_copy(update={"name": model_name(m.name)}) for m in BUILTIN_MODELS]
 
 
-def inference_model(spec: ModelSpec, replicas: int, settings: Settings) -> dict[str, Any]:
-    """The InferenceModel the api creates to load ``spec`` with ``replicas`` servers."""
+def inference_model(
+    spec: ModelSpec, replicas: int, settings: Settings, host: str | None = None
+) -> dict[str, Any]:
+    """The InferenceModel the api creates to load ``spec`` with ``replicas`` servers (on the
+    Kubernetes node ``host`` when given)."""
     body: dict[str, Any] = {
         "task": spec.task.value,
         "runtime": spec.runtime.value,
@@ -109,6 +131,8 @@ def inference_model(spec: ModelSpec, replicas: int, settings: Settings) -> dict[
         "minReplicas": replicas,
         "maxReplicas": max(spec.max_replicas, replicas),
     }
+    if host is not None:
+        body["nodeSelector"] = {HOSTNAME_LABEL: host}
     uri = spec.storage_uri
     if uri:
         if uri.startswith(PACKAGED):
@@ -177,6 +201,26 @@ def _time(value: Any) -> dt.datetime | None:
     return None
 
 
+def unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message when it cannot place ``pod`` (condition PodScheduled False,
+    reason Unschedulable), else None."""
+    cond = _condition(pod, "PodScheduled")
+    if cond and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
+        return str(cond.get("message") or "no node fits the pod")
+    return None
+
+
+def pinned_host(pod_or_model: dict[str, Any]) -> str | None:
+    """The Kubernetes node a pod's or InferenceModel's ``nodeSelector`` names, if any."""
+    selector = (pod_or_model.get("spec") or {}).get("nodeSelector") or {}
+    host = selector.get(HOSTNAME_LABEL)
+    return str(host) if host else None
+
+
+def _managed(obj: dict[str, Any]) -> bool:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+
+
 def pod_node(pod: dict[str, Any], spec: ModelSpec, default_port: int) -> Node:
     """One pod as a node; its status says what the cluster knows (the api's probes then
     take a Ready pod out of rotation when it does not answer the api)."""
@@ -189,6 +233,7 @@ def pod_node(pod: dict[str, Any], spec: ModelSpec, default_port: int) -> Node:
         url=f"http://{ip}:{_port(pod, default_port)}" if ip else "",
         device=spec.device.value,
     )
+    node.host = (pod.get("spec") or {}).get("nodeName") or None
     node.discovered_at = _time(meta.get("creationTimestamp")) or node.discovered_at
     ready = _condition(pod, "Ready")
     phase = status.get("phase", "Pending")
@@ -208,6 +253,9 @@ def pod_node(pod: dict[str, Any], spec: ModelSpec, default_port: int) -> Node:
             for c in status.get("containerStatuses") or []
         ]
         reasons = [str(w["reason"]) for w in waiting if w.get("reason")]
+        blocked = unschedulable(pod)
+        if blocked:
+            reasons.append(f"Unschedulable: {blocked}")
         node.error = f"pod {phase}" + (f" ({', '.join(reasons)})" if reasons else "")
     return node
 
@@ -353,28 +401,188 @@ class KubernetesModelRuntime:
     @_reached
     async def start(self, spec: ModelSpec, node_id: str) -> Node:
         name = model_name(spec.name)
-        before = [pod_node(p, spec, self._default_port) for p in await self._pods(name)]
+        pods = await self._pods(name)
+        before = [pod_node(p, spec, self._default_port) for p in pods]
         ready_before = {n.node_id for n in before if n.status == "online"}
         # Scale out when every wanted replica already has a pod; else wait for those.
         obj = await self._read(name)
         wanted = int(((obj or {}).get("spec") or {}).get("minReplicas", 0))
         live = [n for n in before if n.status != "offline"]
         await self.scale(spec, out=obj is not None and wanted > 0 and len(live) >= wanted)
+        return await self._ready(spec, ready_before)
+
+    @_reached
+    async def start_on(self, spec: ModelSpec, host: str) -> Node:
+        """A server of ``spec`` on the Kubernetes node ``host`` (see the module's notes)."""
+        name = model_name(spec.name)
+        pods = await self._pods(name)
+        before = [pod_node(p, spec, self._default_port) for p in pods]
+        ready_before = {n.node_id for n in before if n.status == "online"}
+        undo = await self._pin(spec, host, before)
+        try:
+            return await self._ready(
+                spec, ready_before, host=host, known={n.node_id for n in before}
+            )
+        except _Unplaceable as exc:
+            outcome = "the placement was undone"
+            try:
+                await undo()
+            except (ApiException, aiohttp.ClientError, TimeoutError) as undo_exc:
+                outcome = "undoing the placement failed; unload the model to clear it"
+                log.error(
+                    "could not undo a failed placement",
+                    extra={"model": name, "host": host, "error": repr(undo_exc)},
+                )
+            raise ModelLoadFailed(
+                f"Failed to load model: Kubernetes cannot schedule {name} on node {host} "
+                f"(pod {exc.pod}: {exc.reason}); {outcome}"
+            ) from exc
+
+    async def _pin(
+        self, spec: ModelSpec, host: str, before: list[Node]
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Pins the model's InferenceModel to ``host`` (creating it so) and returns how to
+        undo that. Conflicting writers retry on the object's newest version."""
+        name = model_name(spec.name)
+        custom = await self._custom()
+        for _ in range(5):
+            obj = await self._read(name)
+            if obj is None:
+                replicas = max(spec.min_replicas, 1)
+                manifest = inference_model(spec, replicas, self.settings, host=host)
+                try:
+                    await custom.create_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, MODELS, manifest, **_TIMEOUT
+                    )
+                except ApiException as exc:
+                    if exc.status == 409:
+                        continue
+                    raise _unavailable(exc) from exc
+                log.info("created pinned InferenceModel", extra={"model": name, "host": host})
+
+                async def delete() -> None:
+                    await custom.delete_namespaced_custom_object(
+                        GROUP, VERSION, self.namespace, MODELS, name, **_TIMEOUT
+                    )
+
+                return delete
+            pinned = pinned_host(obj)
+            if not _managed(obj):
+                if pinned != host:
+                    where = f"node {pinned}" if pinned else "the nodes its spec selects"
+                    raise Conflict(
+                        f"InferenceModel {name} was applied by the platform and runs on {where}; "
+                        "the api does not change its placement. Load it with "
+                        f"POST /api/v1/models/{name}/load, or set spec.nodeSelector in the object"
+                    )
+                # The platform's own pin is this node: loading here is scaling out.
+                replicas = int(obj["spec"].get("minReplicas", 1))
+                await self.scale(spec, out=True)
+                return self._restore(name, replicas)
+            current = int((obj.get("spec") or {}).get("minReplicas", 1))
+            here = [n for n in before if n.status != "offline" and n.host == host]
+            if pinned == host:
+                wanted = current + 1 if current > 0 and len(here) >= current else max(current, 1)
+            else:
+                wanted = max(current, 1)  # the rollout moves the replicas to ``host``
+            patch: dict[str, Any] = {
+                "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                "spec": {
+                    "nodeSelector": {HOSTNAME_LABEL: host},
+                    "minReplicas": wanted,
+                    "maxReplicas": max(int(obj["spec"].get("maxReplicas", 1)), wanted),
+                },
+            }
+            try:
+                await self._patch(name, patch)
+            except ApiException as exc:
+                if exc.status in (404, 409):
+                    continue
+                raise _unavailable(exc) from exc
+            log.info(
+                "pinned InferenceModel",
+                extra={"model": name, "host": host, "replicas": wanted, "was": pinned},
+            )
+            return self._restore(name, current, placed=True, host=pinned)
+        raise ClusterUnavailable(f"InferenceModel {name} kept changing; try again")
+
+    def _restore(
+        self, name: str, replicas: int, *, placed: bool = False, host: str | None = None
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Undo for a load-on: the former replica count and, when the api ``placed`` the
+        model (never a platform's object), its former node (``host``; None: no pin)."""
+
+        async def restore() -> None:
+            spec: dict[str, Any] = {"minReplicas": replicas}
+            if placed:
+                spec["nodeSelector"] = {HOSTNAME_LABEL: host}
+            await self._patch(name, {"spec": spec})
+
+        return restore
+
+    async def _patch(self, name: str, patch: dict[str, Any]) -> None:
+        custom = await self._custom()
+        await custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, MODELS, name, patch, _content_type=MERGE, **_TIMEOUT
+        )
+
+    async def _ready(
+        self,
+        spec: ModelSpec,
+        ready_before: set[str],
+        *,
+        host: str | None = None,
+        known: set[str] | None = None,
+    ) -> Node:
+        """Waits for a pod that was not Ready before to be Ready (on ``host`` when given).
+
+        With ``host``, a new pod the scheduler cannot place there ends the wait at once
+        (``_Unplaceable``): one node named by hand does not free up by waiting. Without it
+        the wait goes on (an autoscaler may be adding a node) and a timeout names the
+        scheduler's message."""
+        name = model_name(spec.name)
         started = time.monotonic()
         deadline = started + self.settings.ai_server_start_timeout_seconds
         while True:
-            for pod in await self._pods(name):
+            pods = await self._pods(name)
+            for pod in pods:
                 node = pod_node(pod, spec, self._default_port)
-                if node.status == "online" and node.node_id not in ready_before:
+                if (
+                    node.status == "online"
+                    and node.node_id not in ready_before
+                    and (host is None or node.host == host)
+                ):
                     node.load_seconds = time.monotonic() - started
-                    log.info("model server pod ready", extra={"node_id": node.node_id})
+                    log.info(
+                        "model server pod ready", extra={"node_id": node.node_id, "host": node.host}
+                    )
                     return node
+            blocked = [
+                (str(p["metadata"]["name"]), reason)
+                for p in pods
+                if not (p.get("metadata") or {}).get("deletionTimestamp")
+                and (reason := unschedulable(p))
+            ]
+            if host is not None:
+                mine = [
+                    (pod, reason)
+                    for pod, reason in blocked
+                    if pod not in (known or set())
+                    and any(p["metadata"]["name"] == pod and pinned_host(p) == host for p in pods)
+                ]
+                if mine:
+                    raise _Unplaceable(*mine[0])
             if time.monotonic() > deadline:
+                why = (
+                    f"pod {blocked[0][0]} is Unschedulable: {blocked[0][1]}"
+                    if blocked
+                    else _phase_message(await self._read(name))
+                )
                 raise ModelLoadFailed(
-                    f"Failed to load model: no pod of InferenceModel {name} became ready within "
-                    f"{self.settings.ai_server_start_timeout_seconds:g}s "
-                    f"({_phase_message(await self._read(name))}); it stays deployed and its "
-                    "pods join GET /api/v1/nodes when they are ready"
+                    f"Failed to load model: no pod of InferenceModel {name} became ready "
+                    + (f"on node {host} " if host else "")
+                    + f"within {self.settings.ai_server_start_timeout_seconds:g}s ({why}); "
+                    "it stays deployed and its pods join GET /api/v1/nodes when they are ready"
                 )
             await asyncio.sleep(_POLL_SECONDS)
 
@@ -444,6 +652,56 @@ class KubernetesModelRuntime:
             if exc.status != 404:
                 raise _unavailable(exc) from exc
 
+    @_reached
+    async def rebalance(self) -> tuple[int, dict[str, int]]:
+        """Repairs placement the cluster cannot satisfy on the api's InferenceModels (see
+        the module's notes); returns (models changed, Ready servers per Kubernetes node)."""
+        await self.refresh()
+        pods = [p for p in await self._pods() if not p["metadata"].get("deletionTimestamp")]
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for pod in pods:
+            model = str((pod["metadata"].get("labels") or {}).get(ISVC_LABEL))
+            by_model.setdefault(model, []).append(pod)
+        touched = 0
+        for name, obj in self._objects.items():
+            mine = by_model.get(name, [])
+            stuck = [p for p in mine if unschedulable(p)]
+            if not stuck or not _managed(obj):
+                continue
+            change: dict[str, Any] = {}
+            if pinned_host(obj):
+                change["nodeSelector"] = {HOSTNAME_LABEL: None}
+            else:
+                current = int(obj["spec"].get("minReplicas", 1))
+                placed = len(mine) - len(stuck)
+                wanted = max(1, min(current, placed))
+                if wanted < current:
+                    change["minReplicas"] = wanted
+            if not change:
+                continue
+            patch = {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}}
+            try:
+                await self._patch(name, {**patch, "spec": change})
+            except ApiException as exc:
+                if exc.status in (404, 409):  # changed meanwhile: the next rebalance sees it
+                    continue
+                raise _unavailable(exc) from exc
+            log.info(
+                "rebalanced InferenceModel",
+                extra={"model": name, "change": change, "unschedulable": len(stuck)},
+            )
+            touched += 1
+        distribution: dict[str, int] = {}
+        for pod in pods:
+            model = str((pod["metadata"].get("labels") or {}).get(ISVC_LABEL))
+            spec = self._deployed.get(model)
+            if spec is None:
+                continue
+            node = pod_node(pod, spec, self._default_port)
+            if node.status == "online" and node.host:
+                distribution[node.host] = distribution.get(node.host, 0) + 1
+        return touched, distribution
+
     # --- nodes ----------------------------------------------------------------------------
 
     @_reached
@@ -464,6 +722,14 @@ class KubernetesModelRuntime:
         if self._api is not None:
             await self._api.close()
             self._api = None
+
+
+class _Unplaceable(Exception):
+    """The scheduler cannot place the pod on the node ``load-on`` named."""
+
+    def __init__(self, pod: str, reason: str) -> None:
+        super().__init__(f"pod {pod}: {reason}")
+        self.pod, self.reason = pod, reason
 
 
 def _unavailable(exc: ApiException) -> ClusterUnavailable:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from konfer.core.inference import ModelSpec
 from konfer.core.timeutil import utcnow
@@ -36,6 +36,8 @@ class Node:
     load_seconds: float = 0.0
     languages: list[str] | None = None
     device: str = "cpu"
+    # The machine it runs on when the runtime knows one (a pod's Kubernetes node).
+    host: str | None = None
     # Counters kept by the api for requests it sent here.
     total_requests: int = 0
     failed_requests: int = 0
@@ -92,3 +94,23 @@ class ModelRuntime(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class PlacesOnHosts(Protocol):
+    """A runtime whose ``load-on/{node}`` names a machine of the cluster (a Kubernetes node)
+    rather than a node id the api makes up: it places a new server there."""
+
+    async def start_on(self, spec: ModelSpec, host: str) -> Node:
+        """Bring up one server of ``spec`` on ``host``; returns once it is ready there."""
+        ...
+
+
+@runtime_checkable
+class Rebalances(Protocol):
+    """A runtime whose cluster keeps replicas itself, so rebalancing means repairing what
+    the cluster cannot (see ``KubernetesModelRuntime.rebalance``)."""
+
+    async def rebalance(self) -> tuple[int, dict[str, int]]:
+        """(models changed, ready servers per host)."""
+        ...

@@ -20,6 +20,7 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ from konfer.api.inference.errors import (
     UnsupportedFormat,
     UnsupportedLanguage,
 )
-from konfer.api.inference.runtime import ModelRuntime, Node
+from konfer.api.inference.runtime import ModelRuntime, Node, PlacesOnHosts, Rebalances
 from konfer.core.errors import Conflict, KonferError, NotFound, ValidationFailed
 from konfer.core.inference import ModelSpec, Task
 from konfer.core.settings import Settings
@@ -43,6 +44,10 @@ from konfer.core.timeutil import isoformat, utcnow
 log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
+# A Kubernetes node name (an RFC 1123 subdomain), for runtimes that place on hosts.
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 # A node that fails this way did not answer: the request is safe to send elsewhere.
 _UNANSWERED = (
     httpx.ConnectError,
@@ -217,6 +222,12 @@ class InferenceService:
         """Bring up a server of the model (on ``node_id`` when given); reuse a ready one."""
         spec = self.spec(model_id)
         state = self.models[model_id]
+        if node_id is not None and isinstance(self.runtime, PlacesOnHosts):
+            # ``node_id`` names a machine of the cluster; the runtime places a server there.
+            if not HOST_NAME.match(node_id):
+                raise ValidationFailed(details={"node_id": "a Kubernetes node name"})
+            async with state.lock:
+                return await self._started(state, self.runtime.start_on(spec, node_id))
         if node_id is not None:
             if not NODE_ID.match(node_id):
                 raise ValidationFailed(details={"node_id": "lowercase letters, digits and '-'"})
@@ -236,18 +247,22 @@ class InferenceService:
                 if ready:
                     return ready[0]
             target = node_id or self._next_node_id()
-            state.loading += 1
-            try:
-                node = await self.runtime.start(spec, target)
-            except ModelLoadFailed as exc:
-                state.error = exc.message
-                raise
-            finally:
-                state.loading -= 1
-            state.error = None
-            self.nodes[node.node_id] = node
-            await self._info(node)
-            return node
+            return await self._started(state, self.runtime.start(spec, target))
+
+    async def _started(self, state: ModelState, starting: Awaitable[Node]) -> Node:
+        """Runs a runtime's start, keeping the model's loading count and last error."""
+        state.loading += 1
+        try:
+            node = await starting
+        except ModelLoadFailed as exc:
+            state.error = exc.message
+            raise
+        finally:
+            state.loading -= 1
+        state.error = None
+        self.nodes[node.node_id] = node
+        await self._info(node)
+        return node
 
     async def unload(self, model_id: str, node_id: str | None = None) -> list[Node]:
         spec = self.spec(model_id)
@@ -269,7 +284,14 @@ class InferenceService:
         return targets
 
     async def rebalance(self) -> tuple[int, dict[str, int]]:
-        """Replace failed servers and bring every loaded model to its minimum replicas."""
+        """Replace failed servers and bring every loaded model to its minimum replicas.
+
+        A runtime whose cluster keeps replicas itself does its own repair (Kubernetes: see
+        ``KubernetesModelRuntime.rebalance``); its distribution counts servers per host."""
+        if isinstance(self.runtime, Rebalances):
+            result = await self.runtime.rebalance()
+            await self._sync_logged()
+            return result
         touched = 0
         for model_id in list(self.models):
             nodes = self.nodes_of(model_id)

@@ -74,6 +74,7 @@ def _node(node: Node, full: bool = False) -> dict[str, Any]:
         "avg_latency": round(node.avg_latency, 4),
         "model_id": node.spec.name,
         "device": node.device,
+        "host": node.host,
     }
     if full:
         uptime = (utcnow() - node.loaded_at).total_seconds() if node.loaded_at else 0
@@ -112,7 +113,17 @@ async def model_status(
     return _model(inference, model_id)
 
 
-@router.post("/models/rebalance", summary="Replace failed servers, restore minimum replicas")
+@router.post(
+    "/models/rebalance",
+    summary="Replace failed servers, restore minimum replicas",
+    description=(
+        "Locally: stops servers that are not ready and starts new ones up to each loaded "
+        "model's minimum; `node_distribution` maps node ids to their models. In Kubernetes "
+        "the cluster replaces failed pods itself: on the InferenceModels the api manages, a "
+        "load-on pin whose pods cannot be scheduled is removed and replicas that cannot be "
+        "scheduled are given up; `node_distribution` counts Ready servers per cluster node."
+    ),
+)
 async def rebalance(admin: AdminUser, inference: InferenceDep) -> dict[str, Any]:
     started = time.perf_counter()
     touched, distribution = await inference.rebalance()
@@ -153,12 +164,16 @@ async def unload_model(model_id: str, admin: AdminUser, inference: InferenceDep)
 async def load_on(
     model_id: str, node_id: str, admin: AdminUser, inference: InferenceDep
 ) -> dict[str, Any]:
+    """Locally ``node_id`` is the id the new server gets; in Kubernetes it is the name of
+    the cluster node to run it on, and the answer's ``node_id`` is the new server's pod
+    (the id ``/nodes`` lists) with ``host`` the cluster node."""
     started = time.perf_counter()
     node = await inference.load(model_id, node_id)
     return {
         "message": "Model loaded successfully",
         "model_id": model_id,
         "node_id": node.node_id,
+        "host": node.host,
         "load_time": round(time.perf_counter() - started, 3),
     }
 
