@@ -1,5 +1,5 @@
-"""Models the platform team deploys (ONNX from MinIO), routes with no model at all, and the
-AI rate limit."""
+"""Models the platform team deploys (ONNX and CTranslate2 from MinIO), routes with no model
+at all, and the AI rate limit."""
 
 from __future__ import annotations
 
@@ -56,8 +56,69 @@ def loudness_detector_onnx() -> bytes:
     return bytes(model.SerializeToString())
 
 
+SOURCE_WORDS = ["hello", "world", "good", "morning", "friends"]
+TARGET_WORDS = ["hallo", "welt", "guten", "morgen", "freunde"]
+
+
+def tiny_ct2_translator(folder: Path) -> None:
+    """A one-layer Transformer with seeded random weights, saved by CTranslate2 itself, with a
+    word-level ``tokenizer.json``: what ``ct2-transformers-converter`` leaves, small enough to
+    build here. Its German is nonsense; the serving path around it is what is under test."""
+    from ctranslate2.specs import transformer_spec
+    from ctranslate2.specs.model_spec import LayerSpec
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    width, ffn = 16, 32
+    specials = ["<unk>", "<s>", "</s>"]
+    source, target = specials + SOURCE_WORDS, specials + TARGET_WORDS
+    rng = np.random.default_rng(7)
+
+    def shape(path: str) -> tuple[int, ...]:
+        if path.endswith(("embeddings.weight", "embeddings0.weight")) or "projection" in path:
+            return (len(source) if path.startswith("encoder") else len(target), width)
+        if "ffn.linear_0" in path:
+            return (ffn, width)
+        if "ffn.linear_1" in path:
+            return (width, ffn)
+        if "self_attention.linear0" in path:
+            return (3 * width, width)  # fused query, key, value
+        if "attention.linear1" in path and "self_attention" not in path:
+            return (2 * width, width)  # cross-attention: fused key, value
+        return (width, width)
+
+    def fill(layer: LayerSpec, prefix: str) -> None:
+        for name, value in list(vars(layer).items()):
+            path = f"{prefix}{name}"
+            if isinstance(value, LayerSpec):
+                fill(value, f"{path}.")
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, LayerSpec):
+                        fill(item, f"{path}{i}.")
+            elif value is None:  # a required weight
+                if path.endswith("gamma"):
+                    setattr(layer, name, np.ones(width, np.float32))
+                elif path.endswith("beta"):
+                    setattr(layer, name, np.zeros(width, np.float32))
+                else:
+                    setattr(layer, name, rng.normal(0, 0.5, shape(path)).astype(np.float32))
+
+    spec = transformer_spec.TransformerSpec.from_config(1, 2)
+    fill(spec, "")
+    spec.register_source_vocabulary(source)
+    spec.register_target_vocabulary(target)
+    spec.validate()
+    spec.save(str(folder))
+    vocab = {word: i for i, word in enumerate(specials + SOURCE_WORDS + TARGET_WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(specials)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    (folder / "konfer.json").write_text(json.dumps({"languages": ["en-de"]}))
+
+
 @pytest.fixture(scope="module")
-def minio_models() -> dict[str, str]:
+def minio_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     endpoint = service_env("KONFER_TEST_S3_ENDPOINT")
     client = Minio(
         endpoint,
@@ -70,6 +131,10 @@ def minio_models() -> dict[str, str]:
         client.make_bucket(bucket)
     for prefix, blob in (("iris/v1", iris_like_onnx()), ("loudness/v1", loudness_detector_onnx())):
         client.put_object(bucket, f"{prefix}/model.onnx", io.BytesIO(blob), len(blob))
+    ct2 = tmp_path_factory.mktemp("ct2-en-de")
+    tiny_ct2_translator(ct2)
+    for path in ct2.iterdir():
+        client.fput_object(bucket, f"en-de-ct2/v1/{path.name}", str(path))
     return {"endpoint": endpoint, "bucket": bucket}
 
 
@@ -149,6 +214,62 @@ async def test_onnx_models_from_minio_serve_tensors_and_synthesis_detection(
             1 - (body["confidence"] if body["is_synthetic"] else 1 - body["confidence"]), abs=1e-3
         )
         assert json.dumps(body)  # plain JSON
+
+
+async def test_a_ctranslate2_translator_from_minio_serves_its_pairs_and_only_those(
+    make_settings: SettingsFactory, open_client: Any, minio_models: dict[str, str]
+) -> None:
+    settings = make_settings(
+        "sqlite",
+        s3_endpoint=minio_models["endpoint"],
+        s3_access_key=service_env("KONFER_TEST_S3_ACCESS_KEY"),
+        s3_secret_key=service_env("KONFER_TEST_S3_SECRET_KEY"),
+        s3_bucket="konfer-ct2-app",
+        ai_models=[
+            ModelSpec(
+                name="en-de-ct2",
+                task="translation",
+                runtime="ctranslate2",
+                storage_uri=f"s3://{minio_models['bucket']}/en-de-ct2/v1",
+            )
+        ],
+        ai_autoload=["en-de-ct2"],
+    )
+    async with open_client(settings) as client:
+        service = client.app.state.konfer.inference
+        assert service._autoload_task is not None
+        await service._autoload_task
+        user = await client.signup()
+        request = {"text": "hello good friends", "source_language": "en", "target_language": "de"}
+        answers = []
+        for _ in range(2):
+            r = await client.post("/api/v1/ai/translate", headers=user["headers"], json=request)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        body = answers[0]
+        assert body["model"] == "en-de-ct2"  # chosen for the pair: no other model covers it
+        assert body["baseline"] is False
+        assert (body["source_language"], body["target_language"]) == ("en", "de")
+        # Decoded by the model (bounded), detokenized into target words, special tokens gone.
+        words = body["translated_text"].split()
+        assert 0 < len(words) <= 2 * 3 + 16, body
+        assert set(words) <= set(TARGET_WORDS), body
+        assert answers[1]["translated_text"] == body["translated_text"]
+
+        # Its pairs come from konfer.json: another target is refused, never invented.
+        r = await client.post(
+            "/api/v1/ai/translate",
+            headers=user["headers"],
+            json={**request, "target_language": "fr", "model": "en-de-ct2"},
+        )
+        err = assert_error(r, 400, "UNSUPPORTED_LANGUAGE")
+        assert "en-de" in err["message"], err
+        r = await client.post(
+            "/api/v1/ai/translate",
+            headers=user["headers"],
+            json={**request, "target_language": "fr"},
+        )
+        assert_error(r, 503, "MODEL_NOT_READY")
 
 
 ROUTES: list[tuple[str, dict[str, Any]]] = [

@@ -4,8 +4,8 @@ the folder's ``tokenizer.json`` (Hugging Face ``tokenizers``, no sentencepiece n
 
 An optional ``konfer.json`` in the folder names the pairs (``{"languages": ["en-zh"]}``)
 and, for multilingual models, the target-language token (``{"target_prefix": {"zh":
-"zho_Hans"}}``). No such model ships in a package, so this path is exercised only where a
-platform team deploys one.
+"zho_Hans"}}``). No such model ships in a package; the tests build a tiny one with
+CTranslate2's own model specs.
 """
 
 from __future__ import annotations
@@ -63,8 +63,13 @@ class Ct2TranslateModel(KonferModel):
             )
         tokens = self.tokenizer.encode(text).tokens
         prefix = self.meta.get("target_prefix", {}).get(target)
+        # A sentence's translation is rarely over twice its length: the bound keeps a model
+        # that never emits its end token from decoding for the default 256 steps.
         results = self.translator.translate_batch(
-            [tokens], target_prefix=[[prefix]] if prefix else None, beam_size=2
+            [tokens],
+            target_prefix=[[prefix]] if prefix else None,
+            beam_size=2,
+            max_decoding_length=2 * len(tokens) + 16,
         )
         hypothesis = list(results[0].hypotheses[0])
         if prefix and hypothesis[:1] == [prefix]:
