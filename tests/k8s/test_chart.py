@@ -150,7 +150,8 @@ def test_api_role_is_least_privilege() -> None:
     meetings = {("konfer.io", "meetings", "delete"), ("konfer.io", "meetings/status", "patch")}
     meetings.add(("konfer.io", "inferencemodels", "delete"))  # a model the api loaded
     pods = {("", "pods", v) for v in ("get", "list", "watch")}
-    streamers = {("batch", "jobs", v) for v in ("get", "create", "patch")}  # live streams
+    # Live streams: created, suspended, and watched for streamers that never report.
+    streamers = {("batch", "jobs", v) for v in ("get", "list", "watch", "create", "patch")}
     assert grants == crs | meetings | pods | streamers | {("", "secrets", "create")}
 
 

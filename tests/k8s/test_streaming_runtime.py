@@ -60,6 +60,9 @@ async def test_a_live_stream_is_a_streamer_job_owned_by_the_meeting(
         operator_recorder_image=RECORDER_IMAGE,
         operator_api_url="http://konfer-api.konfer.svc:8000",
         operator_env_secret="konfer-media-env",
+        # The streamer's pod runs until stopped (kwok would otherwise complete it at once,
+        # and a streamer Job that completes without a final report fails its stream).
+        operator_recorder_pod_annotations={"pod-complete.stage.kwok.x-k8s.io/delay": "1h"},
     )
     async with open_client(settings) as client:
         user, meeting_id = await _running_meeting(client, cp, ns)

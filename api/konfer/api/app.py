@@ -184,8 +184,15 @@ def attach_sfu(state: AppState) -> None:
     if settings.runtime == "kubernetes":
         # Recording objects the operator runs as Jobs; recorders report over HTTP.
         from konfer.api.runtime.kubernetes import KubernetesRecorderRuntime
+        from konfer.api.runtime.streamer_watch import StreamerEnd
 
-        state.recorder_runtime = KubernetesRecorderRuntime(settings)
+        async def on_stream_end(stream_id: str, end: StreamerEnd) -> bool:
+            return await streaming_service.streamer_job_ended(state, stream_id, end)
+
+        # Streamer Jobs that end without a report are noticed until close_state.
+        k8s_recorders = KubernetesRecorderRuntime(settings, on_stream_end=on_stream_end)
+        k8s_recorders.watch_streamers()
+        state.recorder_runtime = k8s_recorders
         return
     state.recorder_runtime = LocalRecorderRuntime(
         settings, on_exit=on_recorder_exit, on_stream_exit=on_streamer_exit

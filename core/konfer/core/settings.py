@@ -281,6 +281,16 @@ class Settings(BaseSettings):
     kubernetes_sfu_ready_timeout_seconds: float = Field(
         default=60.0, gt=0, description="How long starting a meeting waits for status.sfu.ready"
     )
+    kubernetes_watch_timeout_seconds: int = Field(
+        default=300,
+        ge=1,
+        description="Server-side timeout of the api's watches of streamer Jobs; they then resume",
+    )
+    kubernetes_streamer_start_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a streamer pod may wait on an image pull or config error",
+    )
     operator_namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated namespaces the operator watches; all namespaces if empty",

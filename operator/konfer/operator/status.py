@@ -8,27 +8,26 @@ condition's reason and message, so a stuck object says why in ``kubectl describe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from konfer.core.jobstatus import (
+    STUCK_WAITING_REASONS,
+    terminated_state,
+    termination_summary,
+)
+from konfer.core.jobstatus import JobView as JobView  # re-exported: handlers read Jobs here
+from konfer.core.jobstatus import Terminated as Terminated
+from konfer.core.jobstatus import job_view as job_view
 from konfer.operator.models import InferenceModelSpec, MeetingSpec, RecordingSpec
 
 Status = dict[str, Any]
 
 # Pod waiting reasons that will not fix themselves: shown at once, failed at the timeout.
-_STUCK = {
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-    "CrashLoopBackOff",
-    "RunContainerError",
-}
+_STUCK = STUCK_WAITING_REASONS
 
 
 def rfc3339(moment: datetime) -> str:
@@ -42,13 +41,6 @@ def parse_time(value: str | None) -> datetime | None:
 
 
 # --- children as the status functions see them -------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Terminated:
-    exit_code: int
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +89,7 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         if "waiting" in state:
             waiting_reason = (state["waiting"] or {}).get("reason")
             waiting_message = (state["waiting"] or {}).get("message")
-        if "terminated" in state:
-            t = state["terminated"] or {}
-            terminated = Terminated(
-                int(t.get("exitCode", 0)), str(t.get("reason") or ""), str(t.get("message") or "")
-            )
+        terminated = terminated_state(state)
         break
     return PodView(
         name=str(meta.get("name", "")),
@@ -116,41 +104,6 @@ def pod_view(body: Mapping[str, Any]) -> PodView:
         terminated=terminated,
         started_at=status.get("startTime"),
         udp_ports=_udp_ports(body.get("spec") or {}),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    name: str
-    active: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    suspended: bool = False
-    complete: bool = False
-    failed_reason: str | None = None
-    failed_message: str | None = None
-    start_time: str | None = None
-    completion_time: str | None = None
-
-
-def job_view(body: Mapping[str, Any]) -> JobView:
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    conditions = {
-        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
-    }
-    failed = conditions.get("Failed")
-    return JobView(
-        name=str((body.get("metadata") or {}).get("name", "")),
-        active=int(status.get("active") or 0),
-        succeeded=int(status.get("succeeded") or 0),
-        failed=int(status.get("failed") or 0),
-        suspended=bool(spec.get("suspend")),
-        complete="Complete" in conditions,
-        failed_reason=failed.get("reason") if failed else None,
-        failed_message=failed.get("message") if failed else None,
-        start_time=status.get("startTime"),
-        completion_time=status.get("completionTime"),
     )
 
 
@@ -424,16 +377,9 @@ _TERMINAL_RECORDING = ("Completed", "Failed", "Cancelled")
 
 def recorder_summary(pod: PodView | None) -> dict[str, Any] | None:
     """The recorder's one-line JSON termination message, when it left one."""
-    if pod is None or pod.terminated is None or not pod.terminated.message:
+    if pod is None or pod.terminated is None:
         return None
-    for line in reversed(pod.terminated.message.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return None
+    return termination_summary(pod.terminated.message)
 
 
 def recording_status(

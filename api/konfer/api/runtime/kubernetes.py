@@ -15,8 +15,9 @@ timeout reads. ``KubernetesRecorderRuntime`` creates Recording ``rec-<recording 
 stream has no custom resource: ``start_streamer`` creates the Job ``stream-<stream id>``
 itself (owned by the Meeting, so ending the meeting removes it) with its token in the
 Secret ``stream-<stream id>-token`` (owned by the Job); ``stop("stream:<id>")`` suspends
-that Job as a backstop to the ``stop`` the streamer hears in its report answer. Called
-from ``app.attach_sfu``.
+that Job as a backstop to the ``stop`` the streamer hears in its report answer; a Job that
+ends without its streamer reporting is noticed by ``runtime.streamer_watch`` (started by
+``watch_streamers``). Called from ``app.attach_sfu``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from konfer.api.runtime.recorders import RecorderSpec, StreamerSpec
+from konfer.api.runtime.streamer_watch import OnEnd, StreamerJobWatcher
 from konfer.core.errors import ServiceUnavailable
 from konfer.core.settings import Settings
 
@@ -244,11 +246,25 @@ def recording_name(recording_id: str) -> str:
 class KubernetesRecorderRuntime:
     """Recorders as Recording objects (same interface as ``LocalRecorderRuntime``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_stream_end: OnEnd | None = None) -> None:
         self.settings = settings
         self.namespace = settings.kubernetes_namespace
         self._api: client.ApiClient | None = None
         self._lock = asyncio.Lock()
+        self.streamer_watcher: StreamerJobWatcher | None = None
+        if on_stream_end is not None:
+            self.streamer_watcher = StreamerJobWatcher(
+                self._client,
+                self.namespace,
+                on_stream_end,
+                watch_timeout_seconds=settings.kubernetes_watch_timeout_seconds,
+                start_timeout_seconds=settings.kubernetes_streamer_start_timeout_seconds,
+            )
+
+    def watch_streamers(self) -> None:
+        """Start noticing streamer Jobs that end without a report (until ``close``)."""
+        if self.streamer_watcher is not None:
+            self.streamer_watcher.start()
 
     async def _client(self) -> client.ApiClient:
         async with self._lock:
@@ -414,6 +430,8 @@ class KubernetesRecorderRuntime:
         return True
 
     async def close(self) -> None:
+        if self.streamer_watcher is not None:
+            await self.streamer_watcher.stop()
         if self._api is not None:
             await self._api.close()
             self._api = None

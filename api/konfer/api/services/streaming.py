@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.asyncio import Redis
-from sqlalchemy import func, or_, select
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from konfer.api.db.models import LiveStream, Meeting, Participant, StreamStatus
@@ -34,8 +35,13 @@ from konfer.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from konfer.core.timeutil import utcnow
+from konfer.core.timeutil import isoformat, utcnow
 from konfer.core.tokens import MediaGrants
+
+if TYPE_CHECKING:
+    from konfer.api.runtime.streamer_watch import StreamerEnd
+
+log = logging.getLogger(__name__)
 
 ACTIVE = frozenset({StreamStatus.pending.value, StreamStatus.streaming.value})
 VIEWER_WINDOW_SECONDS = 30.0
@@ -269,6 +275,7 @@ async def apply_report(
     now = utcnow()
     if report.quality_metrics:
         stream.quality_metrics = report.quality_metrics
+    changed = report.status != stream.status
     if report.status == "streaming" and stream.started_at is None:
         stream.started_at = now
     stream.status = report.status
@@ -279,7 +286,63 @@ async def apply_report(
         stream.total_viewers, stream.peak_viewers = total, peak
     await session.commit()
     await session.refresh(stream)
+    if changed:
+        await _announce(state, stream)
     return stream
+
+
+async def _announce(state: AppState, stream: LiveStream) -> None:
+    """Tell the meeting's sockets where the stream is now (``stream-status``)."""
+    room = str(stream.meeting_id)
+    message = {
+        "type": "stream-status",
+        "room_id": room,
+        "stream_id": str(stream.id),
+        "stream_type": stream.stream_type,
+        "status": stream.status,
+        "reason": stream.reason,
+        "timestamp": isoformat(utcnow()),
+    }
+    try:
+        await state.hub.publish(room, message)
+    except Exception:
+        log.exception("announcing a stream change failed")
+
+
+async def streamer_job_ended(state: AppState, stream_id: str, end: StreamerEnd) -> bool:
+    """A streamer Job ended without its worker reporting it (kubernetes runtime's watcher).
+
+    Only a stream still pending or streaming changes, in one conditional UPDATE: every api
+    replica watches the same Jobs, and a stream that already finished keeps its state.
+    True when this call changed it (and announced it)."""
+    try:
+        key = uuid.UUID(stream_id)
+    except ValueError:
+        return False
+    _current, total, peak = await viewers(state).counts(str(key))
+    async with state.sessionmaker() as session:
+        result = cast(
+            "CursorResult[Any]",
+            await session.execute(
+                update(LiveStream)
+                .where(LiveStream.id == key, LiveStream.status.in_(ACTIVE))
+                .values(
+                    status=end.status,
+                    reason=end.reason,
+                    stopped_at=utcnow(),
+                    total_viewers=total,
+                    peak_viewers=peak,
+                )
+                .execution_options(synchronize_session=False)
+            ),
+        )
+        await session.commit()
+        if result.rowcount != 1:
+            return False
+        stream = await session.get(LiveStream, key)
+    if stream is not None:
+        await _announce(state, stream)
+    return True
 
 
 async def streamer_exited(state: AppState, stream_id: str, code: int) -> None:
@@ -291,6 +354,7 @@ async def streamer_exited(state: AppState, stream_id: str, code: int) -> None:
         stream.reason = f"STREAMER_EXITED: the worker ended with code {code}"
         stream.stopped_at = utcnow()
         await session.commit()
+        await _announce(state, stream)
 
 
 async def list_streams(

@@ -6,7 +6,9 @@ picks one camera and one microphone (the given user's, else the first to publish
 feeds them to a ``pipeline.Pipeline``. HLS and DASH files are written to a local folder
 and uploaded to storage under ``streams/<stream id>/`` as they complete (the playlist or
 manifest after the segments it names), where the api serves them; RTMP goes to the URL.
-It reports to the api every heartbeat; the answer may tell it to stop.
+It reports to the api every heartbeat; the answer may tell it to stop. On exit it leaves
+a one-line JSON summary (``{"phase", "reason"}``) in ``KONFER_RECORDER_TERMINATION_LOG``
+(``/dev/termination-log``, the Job's termination message) when that path is writable.
 """
 
 from __future__ import annotations
@@ -234,8 +236,20 @@ async def run_streamer(settings: Settings, options: StreamOptions) -> int:
     await streamer.report("failed" if reason else "stopped", reason)
     if streamer.http is not None:
         await streamer.http.aclose()
-    print(json.dumps({"phase": "failed" if reason else "stopped", "reason": reason}), flush=True)
+    summary = {"phase": "failed" if reason else "stopped", "reason": reason}
+    write_termination_log(settings.recorder_termination_log, summary)
+    print(json.dumps(summary), flush=True)
     return 1 if reason else 0
+
+
+def write_termination_log(path: Path, summary: dict[str, Any]) -> None:
+    """The one-line JSON summary Kubernetes keeps as the container's termination message
+    (the streamer Job's ``terminationMessagePath``), as the recorder leaves one: the api
+    reads it when the Job fails before the final report arrived. Skipped where the path
+    cannot be written (a local run)."""
+    with contextlib.suppress(OSError):
+        if path.parent.is_dir():
+            path.write_text(json.dumps(summary) + "\n")
 
 
 def run(settings: Settings, options: StreamOptions) -> int:
