@@ -472,9 +472,17 @@ async def test_deleting_a_meeting_deletes_its_recordings_files_and_library_entri
         assert failed["upload_pending"] is True, failed
         kept = _kept(failed["reason"])
         assert _size(kept) > 0
-        # ... and one still running when the meeting is deleted.
+        # ... and one still running when the meeting is deleted, beside a live stream
+        # whose segments are in storage.
         third = await _start(api, host, mid)
-        await asyncio.sleep(1)
+        r = await api.post(
+            "/api/v1/streaming/start",
+            json={"meeting_id": mid, "stream_type": "dash", "user_id": host["user_id"]},
+            headers=host["headers"],
+        )
+        assert r.status_code == 200, r.text
+        stream = r.json()["stream_id"]
+        assert await wait_until(lambda: setup.stored(f"streams/{stream}/") != [], 30)
 
         r = await api.delete(f"/api/v1/meetings/{mid}", headers=host["headers"])
         assert r.status_code == 204, r.text
@@ -490,6 +498,9 @@ async def test_deleting_a_meeting_deletes_its_recordings_files_and_library_entri
         assert [m for m in r.json()["data"]["media_files"] if m["source"] == "recording"] == []
         assert _size(kept) == -1
         assert setup.stored(f"recordings/{mid}/") == []  # no orphaned objects
+        r = await api.get(f"/api/v1/streaming/{stream}/status", headers=host["headers"])
+        assert_error(r, 404, "RESOURCE_NOT_FOUND")
+        assert setup.stored(f"streams/{stream}/") == []  # its public segments went too
     finally:
         setup.mend_storage()
         for c in clients:

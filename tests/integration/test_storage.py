@@ -54,6 +54,22 @@ async def test_missing_object_stats_as_none(storage: Storage) -> None:
     assert await storage.stat("never/written") is None
 
 
+async def test_a_folder_is_deleted_with_everything_in_it_and_nothing_beside_it(
+    storage: Storage,
+) -> None:
+    for key in ("streams/s1/playlist.m3u8", "streams/s1/seg-1.ts", "streams/s1/deep/seg-2.ts"):
+        await storage.put(key, io.BytesIO(b"x"), 1, "application/octet-stream")
+    await storage.put("streams/s10/seg-1.ts", io.BytesIO(b"y"), 1, "video/mp2t")
+    assert await storage.delete_folder("streams/s1/") == 3
+    assert await storage.stat("streams/s1/seg-1.ts") is None
+    assert await storage.stat("streams/s1/deep/seg-2.ts") is None
+    assert await storage.stat("streams/s10/seg-1.ts") is not None  # a prefix, not a folder
+    assert await storage.delete_folder("streams/s1/") == 0  # gone already: not an error
+    for bad in ("streams/s1", "../streams/", "/"):
+        with pytest.raises(ValueError, match="invalid"):
+            await storage.delete_folder(bad)
+
+
 @pytest.mark.parametrize("key", ["../escape", "/abs/path", "", "dir/"])
 async def test_unsafe_keys_are_refused(storage: Storage, key: str) -> None:
     with pytest.raises(ValueError, match="invalid object key"):

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Protocol
 import urllib3
 from minio import Minio
 from minio.datatypes import Part
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from konfer.core.errors import ServiceUnavailable
@@ -62,6 +63,11 @@ class Storage(Protocol):
         self, key: str, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]: ...
     async def delete(self, key: str) -> None: ...
+    async def delete_folder(self, folder: str) -> int:
+        """Delete every object whose key starts with ``folder`` (which ends with ``/``);
+        how many there were."""
+        ...
+
     async def presigned_url(
         self, key: str, expires_seconds: int, response_headers: dict[str, str]
     ) -> str | None:
@@ -76,6 +82,18 @@ def _check_key(key: str) -> PurePosixPath:
     if not key or path.is_absolute() or ".." in path.parts or key.endswith("/"):
         raise ValueError(f"invalid object key {key!r}")
     return path
+
+
+def _check_folder(folder: str) -> PurePosixPath:
+    """A folder is a key prefix ending in ``/``, so ``streams/a/`` never matches ``streams/ab``."""
+    if not folder.endswith("/"):
+        raise ValueError(f"invalid folder {folder!r}: it must end with '/'")
+    return _check_key(folder.rstrip("/"))
+
+
+def live_stream_folder(stream_id: str) -> str:
+    """Where a live stream's playlist, manifest and segments are stored (streamer and api)."""
+    return f"streams/{stream_id}/"
 
 
 class LocalStorage:
@@ -157,6 +175,18 @@ class LocalStorage:
             path.with_name(path.name + ".meta").unlink(missing_ok=True)
 
         await asyncio.to_thread(remove)
+
+    async def delete_folder(self, folder: str) -> int:
+        path = self.root.joinpath(*_check_folder(folder).parts)
+
+        def remove() -> int:
+            if not path.is_dir():
+                return 0
+            count = sum(1 for p in path.rglob("*") if p.is_file() and p.suffix != ".meta")
+            shutil.rmtree(path, ignore_errors=True)
+            return count
+
+        return await asyncio.to_thread(remove)
 
     async def presigned_url(
         self, key: str, expires_seconds: int, response_headers: dict[str, str]
@@ -347,6 +377,20 @@ class S3Storage:
     async def delete(self, key: str) -> None:
         _check_key(key)
         await self._run(self.client.remove_object, self.bucket, key)
+
+    async def delete_folder(self, folder: str) -> int:
+        _check_folder(folder)
+
+        def remove() -> int:
+            listed = self.client.list_objects(self.bucket, prefix=folder, recursive=True)
+            names = [DeleteObject(str(o.object_name)) for o in listed]
+            # remove_objects is lazy: the deletes happen while its errors are read.
+            errors = list(self.client.remove_objects(self.bucket, names))
+            if errors:
+                raise ServiceUnavailable(f"Storage kept {len(errors)} objects of {folder}")
+            return len(names)
+
+        return int(await self._run(remove))
 
     async def presigned_url(
         self, key: str, expires_seconds: int, response_headers: dict[str, str]

@@ -144,10 +144,13 @@ async def update_meeting(
 
 @router.delete("/{meeting_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_meeting(access: MeetingOwner, session: SessionDep, state: StateDep) -> Response:
-    """Delete the meeting with its participants, chat and recordings (a host or an admin)."""
+    """Delete the meeting with its participants, chat, recordings and live-stream files
+    (a host or an admin)."""
     files = await recordings.drop_meeting_recordings(session, state, access.meeting.id)
+    folders = await streaming.drop_meeting_streams(session, state, access.meeting.id)
     await meetings.delete_meeting(session, access.meeting)
     await recordings.remove_files(state, files)
+    await streaming.remove_folders(state, folders)
     state.metrics.meeting_events.labels("deleted").inc()
     await _close_room(state, access.meeting.id, "deleted")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

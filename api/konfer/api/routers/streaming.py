@@ -30,6 +30,7 @@ from konfer.api.schemas.streaming import (
 from konfer.api.services import recordings as recording_service
 from konfer.api.services import streaming as service
 from konfer.core.errors import NotFound
+from konfer.core.storage import live_stream_folder
 
 router = APIRouter(prefix="/api/v1/streaming", tags=["streaming"])
 internal_router = APIRouter(prefix="/api/v1/internal/streams", tags=["internal"])
@@ -127,7 +128,7 @@ async def stream_file(
     if stream is None or stream.stream_type != kind:
         raise service.not_found(stream_id)
     await session.commit()
-    key = f"streams/{stream_id}/{name}"
+    key = f"{live_stream_folder(str(stream_id))}{name}"
     stored = await state.storage.stat(key)
     if stored is None:
         raise NotFound(f"'{name}' is not (yet) part of stream '{stream_id}'")

@@ -35,6 +35,7 @@ from konfer.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
+from konfer.core.storage import live_stream_folder
 from konfer.core.timeutil import isoformat, utcnow
 from konfer.core.tokens import MediaGrants
 
@@ -242,7 +243,10 @@ async def stop(
     return stream
 
 
-async def stop_meeting(session: AsyncSession, state: AppState, meeting_id: uuid.UUID) -> None:
+async def stop_meeting(
+    session: AsyncSession, state: AppState, meeting_id: uuid.UUID
+) -> list[LiveStream]:
+    """Ask every active stream of the meeting to stop; the ones asked."""
     rows = (
         (
             await session.execute(
@@ -256,6 +260,41 @@ async def stop_meeting(session: AsyncSession, state: AppState, meeting_id: uuid.
     )
     for stream in rows:
         await stop(session, state, stream, wait=False)
+    return list(rows)
+
+
+async def drop_meeting_streams(
+    session: AsyncSession, state: AppState, meeting_id: uuid.UUID
+) -> list[str]:
+    """A meeting is being deleted: the storage folders of its streams, to remove after.
+
+    Segments are public by URL and nobody could list or delete them once the meeting is
+    gone. Running streamers are stopped first and given ``STOP_WAIT_SECONDS`` to upload
+    their last segment, so nothing arrives after the folder went. The rows go with the
+    meeting (cascade).
+    """
+    stopping = {s.id for s in await stop_meeting(session, state, meeting_id)}
+    deadline = asyncio.get_running_loop().time() + STOP_WAIT_SECONDS
+    while stopping and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        async with state.sessionmaker() as fresh:
+            active = await fresh.execute(
+                select(LiveStream.id).where(
+                    LiveStream.id.in_(stopping), LiveStream.status.in_(ACTIVE)
+                )
+            )
+            stopping = set(active.scalars().all())
+    ids = await session.execute(select(LiveStream.id).where(LiveStream.meeting_id == meeting_id))
+    return [live_stream_folder(str(i)) for i in ids.scalars().all()]
+
+
+async def remove_folders(state: AppState, folders: list[str]) -> None:
+    """Best effort, after the meeting is deleted: a storage error is logged, not raised."""
+    for folder in folders:
+        try:
+            await state.storage.delete_folder(folder)
+        except Exception:
+            log.exception("deleting a live stream's files failed", extra={"folder": folder})
 
 
 def verify_streamer(state: AppState, authorization: str | None, stream: LiveStream) -> None:

@@ -27,7 +27,7 @@ import httpx
 from aiortc import RTCRtpReceiver
 
 from konfer.core.settings import Settings
-from konfer.core.storage import Storage, storage_from_settings
+from konfer.core.storage import Storage, live_stream_folder, storage_from_settings
 from konfer.sfu import aiortc_hooks as hooks
 from konfer.sfu.recorder.sfu_client import RemoteTrack, SfuGone, SfuSubscriber
 from konfer.sfu.streaming.pipeline import Pipeline
@@ -78,7 +78,7 @@ class Streamer:
 
     @property
     def prefix(self) -> str:
-        return f"streams/{self.options.stream_id}"
+        return live_stream_folder(self.options.stream_id)
 
     def on_track(self, remote: RemoteTrack, receiver: RTCRtpReceiver) -> None:
         self.offered.append(remote)
@@ -141,7 +141,7 @@ class Streamer:
             content = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
             fh = await asyncio.to_thread(path.open, "rb")
             try:
-                await self.storage.put(f"{self.prefix}/{path.name}", fh, size, content)
+                await self.storage.put(f"{self.prefix}{path.name}", fh, size, content)
             finally:
                 fh.close()
             self.uploaded[path.name] = size
