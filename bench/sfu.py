@@ -22,7 +22,7 @@ What runs (everything on 127.0.0.1; each box its own process):
 Run ``.venv/bin/python bench/sfu.py`` (4 to 7 minutes, after waiting up to 5 for other
 processes to leave the cores alone). It prints markdown tables and rewrites the "## SFU"
 section of ``docs/benchmarks.md`` (``--no-write`` to leave it). ``--profile 10`` adds a
-py-spy profile of the SFU at the largest fan-out (``.venv/bin/pip install py-spy``).
+py-spy profile of the SFU at the largest fan-out (py-spy comes with the dev extra).
 """
 
 from __future__ import annotations
@@ -1160,7 +1160,7 @@ async def profile_sfu(pid: int, subscribers: int, seconds: float, out: Path) -> 
     """Sample the SFU with py-spy (``--gil``: only while it runs Python or C called from it).
 
     C code called from Python (the uvloop ``sendto`` syscall, libsrtp) shows as the Python
-    line that called it. py-spy is optional: ``.venv/bin/pip install py-spy``.
+    line that called it. py-spy comes with the dev extra; without it the profile is skipped.
     """
     spy = Path(sys.executable).with_name("py-spy")
     found = str(spy) if spy.exists() else shutil.which("py-spy")

@@ -16,9 +16,16 @@ neither, so it reaches into the pinned ``aiortc==1.16.0`` here, and only here:
   track that never yields, so ``get_encoder`` is never reached.
 * the send path below ``RTCDtlsTransport._send_rtp``: ``_tx_srtp`` and aioice's nominated
   pair (``Connection._nominated``, its protocol's datagram transport and remote address),
-  so a forwarded packet is protected and sent in one synchronous step.
+  so a forwarded packet is protected and sent in one synchronous step. The protection
+  itself calls libsrtp's ``srtp_protect`` through pylibsrtp's compiled binding on the
+  session's handle (``Session._srtp``), in a buffer the forwarder reuses for every
+  packet (:class:`PacketBuffer`): pylibsrtp's ``Session.protect`` would allocate, copy in
+  and copy out per call, which at 80 subscribers is a good part of the SFU's own CPU.
 * ``MediaStreamTrack._id``, so a subscriber's track carries the SFU's track id.
 * aioice's module function ``get_host_addresses`` (``KONFER_SFU_ICE_HOSTS``).
+* fault injection only (``KONFER_SFU_FAULT_INJECTION``, test systems): aioice's
+  ``Connection._protocols``, each protocol's ``transport`` and ``datagram_received``, so a
+  connection's datagrams can be dropped both ways as a broken network would.
 * ``get_decoder`` / ``get_encoder`` as imported by the receiver and sender modules: the
   codec guard makes any use of them in the SFU process count and fail.
 * the recorder's receivers: ``__jitter_buffer`` is wrapped so each reassembled encoded
@@ -26,7 +33,7 @@ neither, so it reaches into the pinned ``aiortc==1.16.0`` here, and only here:
   creates a decoder for a frame it is handed); ``__remote_bitrate_estimator`` is dropped
   so a recorder sends no REMB.
 
-``tests/sfu/test_aiortc_hooks.py`` fails loudly when the pinned version or any of these
+``tests/unit/test_sfu_hooks.py`` fails loudly when the pinned version or any of these
 members change.
 """
 
@@ -35,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import importlib
 import inspect
 import ipaddress
 import itertools
@@ -50,6 +58,7 @@ import aiortc.rtcdtlstransport
 import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+import pylibsrtp
 from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -58,6 +67,11 @@ from aiortc.rtcrtpreceiver import NackGenerator, StreamStatistics
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPacket, RtcpPsfbPacket, RtpPacket, pack_remb_fci
 
 AIORTC_VERSION = "1.16.0"
+
+# pylibsrtp's compiled cffi binding (it ships no type information): libsrtp itself.
+_srtp_binding: Any = importlib.import_module("pylibsrtp._binding")
+_srtp_ffi: Any = _srtp_binding.ffi
+_srtp_lib: Any = _srtp_binding.lib
 
 #: sha256 (first 16 hex digits) of the source of every function whose behaviour the hooks
 #: rely on; a new aiortc / aioice that changes any of them fails the hooks test.
@@ -85,12 +99,20 @@ SOURCE_FINGERPRINTS: dict[str, str] = {
     "aioice.ice.Connection.sendto": "bf162ec03bdce2cc",
     "aioice.ice.Connection.gather_candidates": "d33db28d4d1e49ff",
     "aioice.ice.StunProtocol.send_data": "8bfbce074a897482",
+    "aioice.ice.StunProtocol.send_stun": "51a4d50a9080939d",
+    "aioice.ice.StunProtocol.datagram_received": "ff4c8b910d45fb3a",
     "aioice.ice.Connection.request_received": "dcdc9a3862c1a0b4",
     "aioice.ice.Connection.get_component_candidates": "118597a9fcb703f9",
     "aiortc.jitterbuffer.JitterBuffer.add": "c6cd693611aa3eb4",
     "aiortc.jitterbuffer.JitterBuffer._remove_frame": "3ffad0bfb07f58e6",
     "aiortc.rtcrtpreceiver.decoder_worker": "d500d4e567d6846c",
+    "pylibsrtp.Session.__init__": "2d5acb2032893aeb",
+    "pylibsrtp.Session._Session__process": "924e126dae5c15b8",
 }
+
+#: The C signature of libsrtp's ``srtp_protect`` as pylibsrtp's binding declares it; the
+#: in-place protection (:func:`srtp_protect_in_place`) relies on it.
+SRTP_PROTECT_SIGNATURE = "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)"
 
 #: Instance attributes (name-mangled where private) read or written on live objects.
 RECEIVER_ATTRIBUTES = (
@@ -143,6 +165,9 @@ def check_compatibility() -> list[str]:
     problems = []
     if aiortc.__version__ != AIORTC_VERSION:
         problems.append(f"aiortc is {aiortc.__version__}, the hooks need {AIORTC_VERSION}")
+    signature = _srtp_ffi.typeof(_srtp_lib.srtp_protect).cname
+    if signature != SRTP_PROTECT_SIGNATURE:
+        problems.append(f"libsrtp's srtp_protect is {signature}, not {SRTP_PROTECT_SIGNATURE}")
     for name, expected in SOURCE_FINGERPRINTS.items():
         try:
             got = _fingerprint(name)
@@ -422,26 +447,84 @@ async def request_keyframe(receiver: RTCRtpReceiver) -> bool:
 
 @dataclass(slots=True)
 class SendPath:
-    """The synchronous bottom of a subscriber's send path: SRTP protect, then sendto."""
+    """The synchronous bottom of a subscriber's send path: SRTP protect, then sendto.
+
+    ``srtp`` is the libsrtp session handle for :func:`srtp_protect_in_place`; ``session``
+    owns it (libsrtp frees the handle when the session is collected), so whoever holds
+    the handle holds this too.
+    """
 
     protect: Callable[[bytes], bytes]
     sendto: Callable[[bytes, Any], None]
     addr: Any
     is_closing: Callable[[], bool]
+    srtp: Any
+    session: pylibsrtp.Session
 
 
 def send_path(transport: RTCDtlsTransport) -> SendPath | None:
     """What ``RTCDtlsTransport._send_rtp`` does per packet, without its three awaits."""
     if transport.state != "connected":
         return None
-    srtp = transport._tx_srtp
+    session = transport._tx_srtp
     pair = transport.transport._connection._nominated.get(1)
-    if srtp is None or pair is None:
+    if session is None or pair is None:
         return None
     udp = pair.protocol.transport
+    return srtp_send_path(session, udp.sendto, pair.remote_addr, udp.is_closing)
+
+
+def srtp_send_path(
+    session: pylibsrtp.Session,
+    sendto: Callable[[bytes, Any], None],
+    addr: Any,
+    is_closing: Callable[[], bool],
+) -> SendPath:
+    """A send path protecting with ``session`` (a transport's, or a test's own)."""
     return SendPath(
-        protect=srtp.protect, sendto=udp.sendto, addr=pair.remote_addr, is_closing=udp.is_closing
+        protect=session.protect,
+        sendto=sendto,
+        addr=addr,
+        is_closing=is_closing,
+        srtp=session._srtp[0],
+        session=session,
     )
+
+
+#: Room for any RTP packet a publisher can send (UDP on a 1500-byte MTU) plus libsrtp's
+#: largest trailer (authentication tag and MKI, which ``srtp_protect`` appends in place).
+PACKET_BUFFER_SIZE = 2048
+MAX_PROTECTED_INPUT = PACKET_BUFFER_SIZE - 144
+
+
+class PacketBuffer:
+    """One C buffer in which packets are assembled and SRTP-protected in place.
+
+    Why: protecting one packet for every subscriber in a row, the forwarder writes the
+    subscriber's header and the shared body here, lets libsrtp encrypt and authenticate
+    in place (:func:`srtp_protect_in_place`) and copies the result out once, for the
+    datagram transport. ``view`` is the writable buffer (``struct.pack_into`` and slice
+    assignment); ``length`` is libsrtp's in/out length cell. Used synchronously only, so
+    one buffer serves every track of the process.
+    """
+
+    __slots__ = ("cdata", "length", "view")
+
+    def __init__(self) -> None:
+        self.cdata: Any = _srtp_ffi.new("char[]", PACKET_BUFFER_SIZE)
+        self.view: Any = _srtp_ffi.buffer(self.cdata)
+        self.length: Any = _srtp_ffi.new("int *")
+
+
+#: ``srtp_protect(handle, buffer.cdata, buffer.length)``: encrypts and authenticates the
+#: ``length[0]`` bytes at the start of the buffer in place, sets ``length[0]`` to the
+#: protected size and returns libsrtp's status (0 when it worked).
+srtp_protect_in_place: Callable[[Any, Any, Any], int] = _srtp_lib.srtp_protect
+
+#: A session without streams: protecting with its handle fails cleanly (libsrtp finds no
+#: context), so a subscriber that has no send path yet holds this, never a null handle.
+CLOSED_SRTP_SESSION = pylibsrtp.Session()
+CLOSED_SRTP: Any = CLOSED_SRTP_SESSION._srtp[0]
 
 
 @dataclass(slots=True)
@@ -495,6 +578,62 @@ def hook_sender(sender: RTCRtpSender, hooks: SenderHooks) -> None:
     sender._send_keyframe = hooks.keyframe_requested  # type: ignore[method-assign]
     sender._retransmit = retransmit  # type: ignore[method-assign]
     sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+
+
+# --- fault injection (test systems) -----------------------------------------------------
+
+
+class _DroppingTransport:
+    """A datagram transport that sends nothing; everything else is the real one's."""
+
+    def __init__(self, inner: asyncio.DatagramTransport) -> None:
+        self._inner = inner
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        """Dropped, as on a broken path."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def drop_datagram(data: bytes, addr: Any) -> None:
+    """A ``sendto`` that sends nothing (a blackholed subscriber's forwarding path)."""
+
+
+def _ignore_datagram(data: bytes | str, addr: tuple[Any, ...]) -> None:
+    """Received datagrams of a blackholed connection: lost, as on a broken path."""
+
+
+def ice_connections(pc: aiortc.RTCPeerConnection) -> list[aioice.ice.Connection]:
+    """The aioice connections under a peer connection (one with bundling)."""
+    found: dict[int, aioice.ice.Connection] = {}
+    for transceiver in pc.getTransceivers():
+        for dtls in (transceiver.sender.transport, transceiver.receiver.transport):
+            if dtls is not None:
+                connection = dtls.transport._connection
+                found[id(connection)] = connection
+    return list(found.values())
+
+
+def blackhole_connection(connection: aioice.ice.Connection) -> None:
+    """Drop every datagram of an ICE connection, in and out, from now on.
+
+    The sockets stay open (no ICMP errors, no close alerts), so the other side sees what
+    a broken path looks like: silence. STUN consent checks fail on both ends after that.
+    """
+    for protocol in list(connection._protocols):
+        protocol.datagram_received = _ignore_datagram  # type: ignore[method-assign]
+        transport = protocol.transport
+        if not isinstance(transport, _DroppingTransport):
+            protocol.transport = _DroppingTransport(transport)  # type: ignore[assignment]
+
+
+def blackhole(pc: aiortc.RTCPeerConnection) -> int:
+    """Drop every datagram of a peer connection; how many ICE connections that took."""
+    connections = ice_connections(pc)
+    for connection in connections:
+        blackhole_connection(connection)
+    return len(connections)
 
 
 def set_track_id(track: MediaStreamTrack, track_id: str) -> None:

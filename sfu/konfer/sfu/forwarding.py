@@ -4,7 +4,10 @@ A :class:`PublishedTrack` owns one publisher's receiver (hooked in ``aiortc_hook
 subscriber that receives the track has a :class:`Downstream` bound to its own sender. A
 packet arrives once, its header extensions are rebuilt once, and then each subscriber
 gets a 12-byte RTP header of its own (SSRC, payload type, sequence number and timestamp
-rewritten) in front of the same bytes, SRTP-protected and sent synchronously.
+rewritten) in front of the same bytes, SRTP-protected and sent synchronously: header and
+body are written into one reused C buffer, libsrtp protects them there in place with the
+subscriber's session, and the datagram transport gets one copy of the result. No
+``RtpPacket`` is built or serialized per subscriber and no coroutine runs per packet.
 
 Video subscribers join at a keyframe: a new (or resumed) subscriber waits in ``pending``
 until a packet that starts a keyframe arrives, and a keyframe request goes upstream
@@ -33,6 +36,9 @@ from aiortc.rtp import RtcpByePacket, RtcpSrPacket, RtpPacket
 from konfer.sfu import aiortc_hooks as hooks
 
 _HEADER = struct.Struct("!BBHII")
+_pack_header = _HEADER.pack_into
+_buffer = hooks.PacketBuffer()  # the per-subscriber header + body, protected in place
+_protect_in_place = hooks.srtp_protect_in_place
 _ABS_SEND_TIME = struct.Struct("!BBBBI")  # BEDE, length 1, then id/len + 24-bit value
 _NTP_EPOCH_OFFSET = 2208988800
 HISTORY_SIZE = 1024  # packets of video kept per track for subscribers' NACKs
@@ -117,6 +123,8 @@ class Downstream:
         "sender",
         "sendto",
         "seq_delta",
+        "session",
+        "srtp",
         "ssrc",
         "started",
         "track",
@@ -157,6 +165,8 @@ class Downstream:
         self.started = False
         self.wanted = True  # last-N / mute selection wants this subscriber fed
         self.protect: Callable[[bytes], bytes] = _closed_protect
+        self.srtp: Any = hooks.CLOSED_SRTP  # libsrtp handle for the in-place protection
+        self.session: Any = hooks.CLOSED_SRTP_SESSION  # keeps that handle alive
         self.sendto: Callable[[bytes, Any], None] = _closed_sendto
         self.is_closing: Callable[[], bool] = _true
         self.addr: Any = None
@@ -176,9 +186,14 @@ class Downstream:
         path = hooks.send_path(self.sender.transport)
         if path is None:
             return
+        self.bind(path, parameters.codecs[0].payloadType or 0)
+
+    def bind(self, path: hooks.SendPath, payload_type: int) -> None:
+        """Send through ``path`` from now on (video from the next keyframe)."""
         self.protect, self.sendto, self.addr = path.protect, path.sendto, path.addr
+        self.srtp, self.session = path.srtp, path.session
         self.is_closing = path.is_closing
-        self.pt = parameters.codecs[0].payloadType or 0
+        self.pt = payload_type
         self.started = True
         self.track.resume(self, reason="subscribe")
 
@@ -390,28 +405,33 @@ class PublishedTrack:
             if self.pending and is_keyframe_start(self.codec_name, payload):
                 self._admit(seq, ts)
             self.history[seq & (HISTORY_SIZE - 1)] = (seq, ts, b1, b0, body)
-        live = self.live
-        for d in live:
+        end = 12 + len(body)
+        if end > hooks.MAX_PROTECTED_INPUT:
+            return  # larger than any datagram a publisher can send on a 1500-byte MTU
+        view = _buffer.view
+        cdata = _buffer.cdata
+        length = _buffer.length
+        body_at = slice(12, end)
+        sent = 0
+        for d in self.live:
+            # Nothing here may raise into aiortc: the publisher's receive loop runs this.
             try:
-                d.sendto(
-                    d.protect(
-                        _HEADER.pack(
-                            b0,
-                            b1 | d.pt,
-                            (seq + d.seq_delta) & 0xFFFF,
-                            (ts + d.ts_delta) & 0xFFFFFFFF,
-                            d.ssrc,
-                        )
-                        + body
-                    ),
-                    d.addr,
-                )
+                _pack_header(
+                    view, 0, b0, b1 | d.pt, (seq + d.seq_delta) & 0xFFFF,
+                    (ts + d.ts_delta) & 0xFFFFFFFF, d.ssrc,
+                )  # fmt: skip
+                view[body_at] = body
+                length[0] = end
+                if _protect_in_place(d.srtp, cdata, length):
+                    continue  # libsrtp refused (a session being replaced): a lost packet
+                d.sendto(view[0 : length[0]], d.addr)
             except Exception:  # noqa: S112  (a closed subscriber; the room drops it)
                 continue
             d.packets += 1
             d.octets += size
-        self.packets_out += len(live)
-        self.bytes_out += size * len(live)
+            sent += 1
+        self.packets_out += sent
+        self.bytes_out += size * sent
 
     def _admit(self, seq: int, ts: int) -> None:
         """Start the waiting subscribers at this packet, continuing their own numbering."""
