@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, WebSocket
 
 CHROMIUM = os.environ.get("KONFER_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -225,6 +226,20 @@ def sfu_pid(meeting_id: str) -> int:
         if b"sfu" in argv and meeting_id.encode() in argv:
             return int(proc.name)
     raise LookupError(f"no SFU process for {meeting_id}")
+
+
+def sfu_url(meeting_id: str) -> str:
+    """The control API of a meeting's SFU (the local runtime serves it on 127.0.0.1)."""
+    argv = Path(f"/proc/{sfu_pid(meeting_id)}/cmdline").read_bytes().decode().split("\0")
+    return f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+
+
+async def sfu_metrics(meeting_id: str) -> str:
+    """The text of a meeting's SFU ``/metrics`` (served without a token)."""
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{sfu_url(meeting_id)}/metrics")
+        r.raise_for_status()
+        return r.text
 
 
 def unique(prefix: str) -> str:

@@ -32,6 +32,8 @@ def web_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         service_env("KONFER_TEST_REDIS_URL"),
         KONFER_SFU_ENABLED="true",
         KONFER_SFU_ICE_HOSTS="127.0.0.1",
+        # the SFU may cut a peer's media path on request (test_ice_recovery.py)
+        KONFER_SFU_FAULT_INJECTION="true",
     ) as c:
         c.start()
         c.start()

@@ -16,12 +16,14 @@ from tests.e2e.browser import (
     create_meeting,
     join,
     new_person,
+    sfu_metrics,
     sign_up,
     unique,
     wait_video_playing,
 )
 from tests.e2e.test_reconnect import watch_loss
 from tests.integration.replicas import Cluster
+from tests.integration.sfu_peers import metric
 
 _HELPERS = """
 window.__ufrag = (d) => d.sdp.match(/a=ice-ufrag:(\\S+)/)[1];
@@ -119,6 +121,10 @@ async def test_browser_ice_restarts_keep_the_connections_and_the_tracks(
         assert await alice.page.evaluate("(id) => window.__lost[id]", bob.user_id) is False
         assert await bob.page.evaluate("(id) => window.__lost[id]", alice.user_id) is False
         assert not any("media rejoin" in line for line in bob.console), bob.console
+        # the SFU counted one restart of each connection
+        text = await sfu_metrics(meeting_id)
+        assert metric(text, "konfer_sfu_ice_restarts_total", pc="publisher") == 1
+        assert metric(text, "konfer_sfu_ice_restarts_total", pc="subscriber") == 1
     finally:
         await alice.close()
         await bob.close()

@@ -11,11 +11,13 @@ from tests.e2e.browser import (
     join,
     new_person,
     remote_video,
+    sfu_metrics,
     sign_up,
     unique,
     wait_video_playing,
 )
 from tests.integration.replicas import Cluster
+from tests.integration.sfu_peers import metric
 
 SUBSCRIBER_M_LINES = """
 () => {
@@ -53,6 +55,9 @@ async def test_a_newcomer_takes_over_the_m_lines_of_someone_who_left(
                     await asyncio.sleep(0.25)
                 assert await remote_video(host, guest.user_id) is None, "the tile stayed"
         assert not any("media rejoin" in line for line in host.console), host.console
+        # the second guest's microphone and camera took over the first one's m-lines
+        text = await sfu_metrics(meeting_id)
+        assert metric(text, "konfer_sfu_mline_reuses_total") >= 2
     finally:
         for p in (host, *people):
             await p.close()

@@ -36,6 +36,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from av import AudioFrame, VideoFrame
+from prometheus_client.parser import text_string_to_metric_families
 
 from konfer.core.keys import KeyRing
 from konfer.core.tokens import MediaGrants, TokenCodec
@@ -53,6 +54,21 @@ def assert_loopback_only(sdp: str) -> None:
     addresses = candidate_addresses(sdp)
     assert addresses, "the description carries no candidates"
     assert set(addresses) == {LOOPBACK}, f"non-loopback candidates: {addresses}"
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of the SFU's ``/metrics`` text (0 when absent), by name and labels."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+async def sfu_metric(http: httpx.AsyncClient, name: str, **labels: str) -> float:
+    r = await http.get("/metrics")
+    assert r.status_code == 200, r.text
+    return metric(r.text, name, **labels)
 
 
 def free_port() -> int:
@@ -230,6 +246,12 @@ class Participant:
         self.sub_connected_at: float | None = None
         self.sdps: list[str] = []
         self.subscriber_restarts = 0
+        #: every subscriber answer made, as posted (or held back, see ``hold_answers``)
+        self.answers: list[dict[str, Any]] = []
+        #: echo each offer's ``offer_id`` in the answer (clients before it did not)
+        self.echo_offer_id = True
+        #: make answers but do not post them (a test posts them when it likes)
+        self.hold_answers = False
         #: which track each subscriber m-line carries now (the SFU reuses m-lines)
         self.mid_tracks: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -348,17 +370,29 @@ class Participant:
         answer = pc.localDescription.sdp
         assert_loopback_only(answer)
         self.sdps.append(answer)
-        r = await self.http.post(
-            f"/v1/peers/{self.peer_id}/signal",
-            json={"type": "answer", "pc": "subscriber", "sdp": {"type": "answer", "sdp": answer}},
-        )
-        assert r.status_code == 200, r.text
+        body: dict[str, Any] = {
+            "type": "answer",
+            "pc": "subscriber",
+            "sdp": {"type": "answer", "sdp": answer},
+        }
+        if self.echo_offer_id and message.get("offer_id") is not None:
+            body["offer_id"] = message["offer_id"]
+        self.answers.append(body)
+        if not self.hold_answers:
+            await self.post_answer(body)
         # The offer lists exactly the tracks this client receives now (as the browser
         # client reads it): a track no longer listed has ended, its m-line is inactive.
         listed = {t["track_id"] for t in message["tracks"]}
         for track_id, got in self.received.items():
             if track_id not in listed and got.ended_at is None:
                 got.ended_at = time.monotonic()
+
+    async def post_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Post a subscriber answer; the SFU's reply (``stale`` when it ignored it)."""
+        r = await self.http.post(f"/v1/peers/{self.peer_id}/signal", json=body)
+        assert r.status_code == 200, r.text
+        reply: dict[str, Any] = r.json()
+        return reply
 
     def received_at(self, mid: str) -> Received | None:
         """What arrived of the track the subscriber m-line ``mid`` carries now."""

@@ -16,6 +16,7 @@ from tests.integration.sfu_peers import (
     ToneAudio,
     eventually,
     gather_on_loopback,
+    sfu_metric,
     sfu_process,
 )
 
@@ -96,6 +97,12 @@ async def test_ice_restart_keeps_tracks_and_media_flows_again(
             # the replacement connections never decode or encode either
             health = (await speaker.http.get("/healthz")).json()
             assert health["codec_instantiations"] == 0
+            # one restart of each kind, counted; every answer echoed its offer's id
+            name = "konfer_sfu_ice_restarts_total"
+            assert await sfu_metric(speaker.http, name, pc="publisher") == 1
+            assert await sfu_metric(speaker.http, name, pc="subscriber") == 1
+            assert await sfu_metric(speaker.http, "konfer_sfu_stale_answers_ignored_total") == 0
+            assert [a["offer_id"] for a in first.answers] == [o["offer_id"] for o in first.offers]
         finally:
             for p in everyone:
                 await p.close()

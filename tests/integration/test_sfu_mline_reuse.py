@@ -15,6 +15,7 @@ from tests.integration.sfu_peers import (
     ToneAudio,
     eventually,
     gather_on_loopback,
+    sfu_metric,
     sfu_process,
 )
 
@@ -76,6 +77,8 @@ async def test_publishers_coming_and_going_reuse_the_subscribers_m_lines(
             assert await eventually(lambda: video.frames >= shown + 30, 5)
             assert len(_MLINE.findall(viewer.offers[-1]["sdp"]["sdp"])) <= 4
             assert len(viewer.offers) >= 10
+            # the viewer alone took over two m-lines for each of publishers 2 to 10
+            assert await sfu_metric(viewer.http, "konfer_sfu_mline_reuses_total") >= 18
         finally:
             for p in (viewer, *publishers):
                 await p.close()

@@ -227,6 +227,10 @@ class Settings(BaseSettings):
     sfu_audio_hold_ms: int = Field(
         default=1500, ge=0, description="A speaker stays forwarded this long after going quiet"
     )
+    sfu_fault_injection: bool = Field(
+        default=False,
+        description="Test systems only: the SFU's control API can cut a peer's media path",
+    )
 
     # Recording (`konfer recorder`, one process per recording) and the api's side of it.
     recorder_token: SecretStr | None = Field(

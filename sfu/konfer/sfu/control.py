@@ -6,6 +6,12 @@ that client now (``from_user_id: "sfu"``), and ``GET /v1/peers/{peer_id}/events`
 long-poll of the messages that arise later (subscriber re-offers). Every call carries a
 media token for this meeting (``Authorization: Bearer …``); errors use the platform's
 envelope ``{"error": {code, message, details, request_id, timestamp}}``.
+
+Offers and answers carry an optional ``offer_id``: the SFU numbers its subscriber offers
+and ignores an answer whose ``offer_id`` is not the pending offer's (it was superseded by
+an ICE restart or a renegotiation); the answer to a client's publisher offer echoes the
+client's ``offer_id``. With ``KONFER_SFU_FAULT_INJECTION`` (test systems only)
+``POST /v1/peers/{peer_id}/fault`` cuts one of a peer's connections.
 """
 
 from __future__ import annotations
@@ -57,9 +63,10 @@ def _error(err: KonferError, request_id: str) -> JSONResponse:
 class Control:
     """Request handlers bound to one room and one token checker."""
 
-    def __init__(self, room: Room, auth: MediaAuth) -> None:
+    def __init__(self, room: Room, auth: MediaAuth, fault_injection: bool = False) -> None:
         self.room = room
         self.auth = auth
+        self.fault_injection = fault_injection
         self.registry = make_registry(room)
 
     # --- plumbing ----------------------------------------------------------------------
@@ -187,14 +194,17 @@ class Control:
                 isinstance(hints, dict) and all(isinstance(v, str) for v in hints.values())
             ):
                 raise ValidationFailed("track_sources must map track ids or mids to sources")
+            offer_id = _offer_id(body)
             answer = await self.room.publisher_offer(peer, description["sdp"], hints)
+            if offer_id is not None:
+                answer["offer_id"] = offer_id
             return JSONResponse({"messages": [self._message(peer, answer)]})
         if sdp_type != "answer":
             raise ValidationFailed(
                 "On the subscriber connection the SFU offers and the client answers"
             )
-        await self.room.subscriber_answer(peer, description["sdp"])
-        return JSONResponse({"messages": []})
+        applied = await self.room.subscriber_answer(peer, description["sdp"], _offer_id(body))
+        return JSONResponse({"messages": [], "stale": not applied})
 
     async def _candidate(self, peer: Peer, body: dict[str, Any]) -> JSONResponse:
         pc = _pc_name(body)
@@ -288,6 +298,24 @@ class Control:
         info["forwarding_to"] = len(track.live)
         return JSONResponse(info)
 
+    async def fault(self, request: Request) -> JSONResponse:
+        """Test systems: blackhole one connection of a peer (``{"pc": ..., "fault":
+        "blackhole", "sticky": false}``), so a client's recovery is tested against a real
+        failure; a sticky fault cuts the connections replacing it too."""
+        if not self.fault_injection:
+            raise NotFound()
+        user_id, grants = self._principal(request)
+        body = await self._body(request)
+        peer = self._owned(request, user_id, grants)
+        if body.get("fault", "blackhole") != "blackhole":
+            raise ValidationFailed("The only fault is blackhole")
+        pc = _pc_name(body)
+        sticky = body.get("sticky", False)
+        if not isinstance(sticky, bool):
+            raise ValidationFailed("sticky must be a boolean")
+        cut = self.room.blackhole(peer, pc, sticky=sticky)
+        return JSONResponse({"peer_id": peer.peer_id, "pc": pc, "ice_connections": cut})
+
     async def keyframe(self, request: Request) -> JSONResponse:
         """Ask a track's publisher for a keyframe (recorder taps starting a file)."""
         self._principal(request)
@@ -303,9 +331,18 @@ def _pc_name(body: dict[str, Any]) -> str:
     return str(pc)
 
 
-def create_app(room: Room, auth: MediaAuth) -> Starlette:
+def _offer_id(body: dict[str, Any]) -> int | None:
+    offer_id = body.get("offer_id")
+    if offer_id is None:
+        return None
+    if isinstance(offer_id, bool) or not isinstance(offer_id, int) or offer_id < 0:
+        raise ValidationFailed("offer_id must be a non-negative integer")
+    return offer_id
+
+
+def create_app(room: Room, auth: MediaAuth, fault_injection: bool = False) -> Starlette:
     """The control API of one SFU process."""
-    control = Control(room, auth)
+    control = Control(room, auth, fault_injection)
     routes = [
         Route("/healthz", control.health, methods=["GET"]),
         Route("/metrics", control.metrics, methods=["GET"]),
@@ -319,6 +356,7 @@ def create_app(room: Room, auth: MediaAuth) -> Starlette:
         Route("/v1/peers/{peer_id}/events", control.events, methods=["GET"]),
         Route("/v1/peers/{peer_id}/media", control.media, methods=["POST"]),
         Route("/v1/peers/{peer_id}/subscriptions", control.subscriptions, methods=["PUT"]),
+        Route("/v1/peers/{peer_id}/fault", control.fault, methods=["POST"]),
         Route("/v1/stats", control.stats, methods=["GET"]),
         Route("/v1/tracks/{track_id}", control.track, methods=["GET"]),
         Route("/v1/tracks/{track_id}/keyframe", control.keyframe, methods=["POST"]),

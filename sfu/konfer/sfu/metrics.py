@@ -78,6 +78,31 @@ class RoomCollector(Collector):
         remb.add_metric(mid, room.remb_sent)
         yield remb
 
+        restarts = CounterMetricFamily(
+            "konfer_sfu_ice_restarts",
+            "ICE restarts, each done by replacing the SFU's side of a connection",
+            labels=[*labels, "pc"],
+        )
+        for pc in ("publisher", "subscriber"):
+            restarts.add_metric([*mid, pc], room.ice_restarts[pc])
+        yield restarts
+
+        reuses = CounterMetricFamily(
+            "konfer_sfu_mline_reuses",
+            "Subscriber m-lines taken over by another track after theirs ended",
+            labels=labels,
+        )
+        reuses.add_metric(mid, room.mline_reuses)
+        yield reuses
+
+        stale = CounterMetricFamily(
+            "konfer_sfu_stale_answers_ignored",
+            "Client answers to subscriber offers already superseded, ignored",
+            labels=labels,
+        )
+        stale.add_metric(mid, room.stale_answers)
+        yield stale
+
         codecs = CounterMetricFamily(
             "konfer_sfu_codec_instantiations",
             "Decoders or encoders aiortc tried to create in this process (must stay 0)",

@@ -8,7 +8,8 @@ to the peer's :class:`EventLog`, which the control API serves as a long-poll.
 
 The room also decides what flows: video from the last N speakers, audio from the top K
 (with a hold time), subscriber m-lines reused as tracks come and go, and ICE restarts
-done by replacing a connection (aiortc cannot restart ICE on a live one).
+done by replacing a connection (aiortc cannot restart ICE on a live one). Subscriber
+offers are numbered (``offer_id``) so that a late answer to a replaced offer is ignored.
 
 ``control`` calls this module; it calls ``forwarding`` and, through it, the aiortc hooks.
 """
@@ -176,8 +177,18 @@ class Peer:
     offer_outstanding: bool = False
     renegotiate_again: bool = False
     renegotiation: asyncio.Task[None] | None = None
+    #: Subscriber offers sent so far; the latest one's ``offer_id`` (answers echo it).
     offers_sent: int = 0
+    #: The subscriber offer awaiting an answer, parsed (to judge answers without an id),
+    #: and whether it came from a connection that replaced another (an ICE restart).
+    pending_offer: sdp.SessionDescription | None = None
+    pending_restart: bool = False
+    #: ICE credentials of the last answer applied on the subscriber connection.
+    answer_ice: frozenset[tuple[str, str]] = frozenset()
     ice_restart: bool = False  # the next subscriber offer comes from a new connection
+    #: Connections ("publisher", "subscriber") whose replacements are cut too: a test
+    #: fault that outlasts ICE restarts (see :meth:`Room.blackhole`).
+    faults: set[str] = field(default_factory=set)
     closed: bool = False
     joined_monotonic: float = field(default_factory=time.monotonic)
 
@@ -212,6 +223,11 @@ class Room:
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
         self.remb_sent = 0
+        #: Signaling counters for ``/metrics``: ICE restarts by connection, subscriber
+        #: m-lines taken over by another track, and answers to superseded offers.
+        self.ice_restarts: dict[str, int] = {"publisher": 0, "subscriber": 0}
+        self.mline_reuses = 0
+        self.stale_answers = 0
         self._ended_totals: dict[str, dict[str, int]] = {
             kind: dict.fromkeys(TOTAL_KEYS, 0) for kind in ("audio", "video")
         }
@@ -325,6 +341,8 @@ class Room:
                     with contextlib.suppress(Exception):
                         await pc.close()
                 raise _sdp_error(exc) from exc
+            if fresh and "publisher" in peer.faults:
+                hooks.blackhole(pc)
             if fresh:
                 peer.publisher = pc
                 pc.on("connectionstatechange", lambda: self._publisher_state(peer, pc))
@@ -335,6 +353,7 @@ class Room:
             if restart and previous is not None:
                 changed = self._move_published(peer, pc, description, sources)
                 spawn(previous.close())
+                self.ice_restarts["publisher"] += 1
             changed = self._sync_published(peer, pc, description, sources) or changed
         if changed:
             self._renegotiate_everyone(exclude=peer.peer_id)
@@ -531,6 +550,7 @@ class Room:
             self._bind_subscription(peer, track, transceiver)
             return
         transceiver, previous = reused
+        self.mline_reuses += 1
         transceiver.sender.replaceTrack(forward)
         transceiver.direction = "sendonly"
         self._bind_subscription(peer, track, transceiver, previous)
@@ -646,8 +666,10 @@ class Room:
                 )
             peer.subscriber = pc
             peer.offer_outstanding = False
+            peer.pending_offer = None
             peer.renegotiate_again = False
             peer.ice_restart = True
+            self.ice_restarts["subscriber"] += 1
             peer.early_candidates["subscriber"].clear()
             if peer.renegotiation is not None and not peer.renegotiation.done():
                 peer.renegotiation.cancel()
@@ -687,6 +709,8 @@ class Room:
                 return
             try:
                 await pc.setLocalDescription(await pc.createOffer())
+                if "subscriber" in peer.faults:
+                    hooks.blackhole(pc)  # gathered now: its sockets exist
             except InvalidStateError:
                 # The client went away without leaving: aiortc is closing the connection
                 # while it still reads "connected". Nothing to offer to.
@@ -698,9 +722,12 @@ class Room:
             peer.offer_outstanding = True
             peer.offers_sent += 1
             offer = pc.localDescription
+            peer.pending_offer = sdp.SessionDescription.parse(offer.sdp)
+            peer.pending_restart = peer.ice_restart
             message: dict[str, Any] = {
                 "type": "offer",
                 "pc": "subscriber",
+                "offer_id": peer.offers_sent,
                 "sdp": {"type": "offer", "sdp": self._announce(offer.sdp)},
                 "tracks": [
                     {**self.track_info(s.track), "mid": s.transceiver.mid}
@@ -712,18 +739,48 @@ class Room:
                 peer.ice_restart = False
             peer.events.push(message)
 
-    async def subscriber_answer(self, peer: Peer, answer_sdp: str) -> None:
-        """Apply the client's answer to the SFU's last subscriber offer."""
-        _parse_sdp(answer_sdp)
+    async def subscriber_answer(
+        self, peer: Peer, answer_sdp: str, offer_id: int | None = None
+    ) -> bool:
+        """Apply the client's answer to the SFU's last subscriber offer; False if stale.
+
+        An offer can be superseded while its answer is on the way: an ICE restart puts a
+        new connection with a new offer in place, and a renegotiation follows an answer
+        that a client may send twice. Applying such an answer to the new offer would
+        break the connection, so it is ignored (and counted). ``offer_id`` says which
+        offer an answer is for; an answer without it (older clients) is applied only if
+        it fits the pending offer: the same m-lines, directions that answer the offered
+        ones, and, after an ICE restart, ICE credentials other than the old answer's.
+        """
+        description = _parse_sdp(answer_sdp)
         async with peer.subscriber_lock:
             pc = peer.subscriber
-            if pc is None or not peer.offer_outstanding:
+            if offer_id is None and (pc is None or not peer.offer_outstanding):
                 raise NegotiationConflict("There is no subscriber offer waiting for an answer")
+            if offer_id is not None:
+                stale = pc is None or not peer.offer_outstanding or offer_id != peer.offers_sent
+            else:
+                previous = peer.answer_ice if peer.pending_restart else frozenset()
+                stale = not _answer_fits(peer.pending_offer, description, previous)
+            if stale:
+                self.stale_answers += 1
+                log.info(
+                    "stale subscriber answer ignored",
+                    extra={
+                        "peer_id": peer.peer_id,
+                        "offer_id": offer_id,
+                        "pending_offer_id": peer.offers_sent if peer.offer_outstanding else None,
+                    },
+                )
+                return False
+            assert pc is not None
             try:
                 await pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
             except Exception as exc:
                 raise _sdp_error(exc) from exc
             peer.offer_outstanding = False
+            peer.pending_offer = None
+            peer.answer_ice = _ice_credentials(description)
             for candidate in peer.early_candidates["subscriber"]:
                 await _add_candidate(pc, candidate)
             peer.early_candidates["subscriber"].clear()
@@ -731,6 +788,33 @@ class Room:
             peer.renegotiate_again = False
         if again:
             self._schedule_renegotiation(peer)
+        return True
+
+    def blackhole(self, peer: Peer, pc_name: str, sticky: bool = False) -> int:
+        """Test fault: the network between the SFU and one connection of a peer drops
+        everything from now on (``KONFER_SFU_FAULT_INJECTION`` only).
+
+        Only the client's ICE restart (or its rejoin) recovers from it, which is what the
+        fault is for: it proves that path end to end with a real failure. A ``sticky``
+        fault cuts the connections that replace this one too, until the peer leaves, so
+        only a rejoin (a new peer) recovers.
+        """
+        pc = peer.publisher if pc_name == "publisher" else peer.subscriber
+        if pc is None:
+            raise NegotiationConflict(f"Peer {peer.peer_id!r} has no {pc_name} connection")
+        if sticky:
+            peer.faults.add(pc_name)
+        cut = hooks.blackhole(pc)
+        if pc_name == "subscriber":
+            # forwarded packets bypass aioice: their cached send paths must drop too
+            for sub in peer.subscriptions.values():
+                sub.downstream.sendto = hooks.drop_datagram
+        log.warning(
+            "fault injected: %s connection blackholed",
+            pc_name,
+            extra={"peer_id": peer.peer_id, "ice_connections": cut},
+        )
+        return cut
 
     async def add_candidate(self, peer: Peer, pc_name: str, candidate: dict[str, Any]) -> None:
         pc = peer.publisher if pc_name == "publisher" else peer.subscriber
@@ -1079,6 +1163,38 @@ def _ice_restarted(pc: RTCPeerConnection, offer: sdp.SessionDescription) -> bool
     }
     after = {(m.ice.usernameFragment, m.ice.password) for m in offer.media if m.ice is not None}
     return bool(before) and not (after & before)
+
+
+_ANSWERS_TO = {
+    "sendonly": ("recvonly", "inactive"),
+    "recvonly": ("sendonly", "inactive"),
+    "inactive": ("inactive",),
+}
+
+
+def _ice_credentials(description: sdp.SessionDescription) -> frozenset[tuple[str, str]]:
+    return frozenset(
+        (m.ice.usernameFragment or "", m.ice.password or "")
+        for m in description.media
+        if m.ice is not None
+    )
+
+
+def _answer_fits(
+    offer: sdp.SessionDescription | None,
+    answer: sdp.SessionDescription,
+    old_credentials: frozenset[tuple[str, str]],
+) -> bool:
+    """Whether an answer without an ``offer_id`` can be the answer to ``offer``."""
+    if offer is None or len(offer.media) != len(answer.media):
+        return False
+    for offered, answered in zip(offer.media, answer.media, strict=True):
+        if offered.kind != answered.kind or offered.rtp.muxId != answered.rtp.muxId:
+            return False
+        allowed = _ANSWERS_TO.get(offered.direction or "")
+        if allowed is not None and answered.port != 0 and answered.direction not in allowed:
+            return False
+    return not (old_credentials & _ice_credentials(answer))
 
 
 def _sdp_error(exc: Exception) -> Exception:

@@ -69,7 +69,7 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
     )
     room.start()
     config = uvicorn.Config(
-        create_app(room, auth),
+        create_app(room, auth, fault_injection=settings.sfu_fault_injection),
         host=options.host,
         port=options.port,
         loop="none",

@@ -6,13 +6,25 @@
 //   that changes; this client answers. Each offer lists its tracks with their `mid`,
 //   `user_id` and `source`, which is how a received track finds its participant.
 //
-// ICE candidates trickle both ways as `ice-candidate` messages with `pc` set. Any failure
-// (a connection that fails or stays disconnected, an offer nobody answers) is reported as
-// a `failed` event; the room then joins again, which rebuilds both connections.
+// ICE candidates trickle both ways as `ice-candidate` messages with `pc` set.
+//
+// A connection whose ICE fails, or stays disconnected for a few seconds, is restarted in
+// place: the publisher offers again with new ICE credentials (`iceRestart`), and for the
+// subscriber this client sends `{"type": "ice-restart", "pc": "subscriber"}` and answers
+// the SFU's new offer. Each restart gets a while to connect; a few failed ones in a row
+// (with growing pauses between them), or any other failure (an offer nobody answers), are
+// reported as a `failed` event, and the room then joins again, which rebuilds both.
+//
+// Offers and answers carry `offer_id`: the answer to a subscriber offer echoes it (the SFU
+// ignores answers to offers it has replaced since), and a publisher offer's answer must
+// echo ours, so an answer that arrives late for an earlier offer is never applied.
 
 const SOURCES = ["microphone", "camera", "screen_share"];
 const ANSWER_TIMEOUT_MS = 15_000;
-const DISCONNECTED_GRACE_MS = 5_000;
+const ICE_GRACE_MS = 3_000; // "disconnected" for this long counts as lost
+const ICE_RESTART_ATTEMPTS = 3; // then the room joins again
+const ICE_RESTART_WAIT_MS = 10_000; // a restart not connected by then has failed
+const ICE_RESTART_BACKOFF_MS = 1_000; // before the second attempt; doubles each time
 
 export class MediaSession extends EventTarget {
   /**
@@ -38,7 +50,13 @@ export class MediaSession extends EventTarget {
     this.subChain = Promise.resolve();
     this.pubAgain = false;
     this.pubBusy = false;
-    this.graceTimers = new Map();
+    this.pubIceRestart = false; // the next publisher offer restarts ICE
+    this.pubOfferId = 0;
+    this.ice = { publisher: this._iceState(), subscriber: this._iceState() };
+  }
+
+  _iceState() {
+    return { attempts: 0, timer: null, waiting: false };
   }
 
   /** Set (or clear) the local track of a source; takes effect at once when connected. */
@@ -91,8 +109,9 @@ export class MediaSession extends EventTarget {
     this.generation += 1;
     if (this.pending) this.pending.reject(new Error("reset"));
     this.pending = null;
-    for (const timer of this.graceTimers.values()) clearTimeout(timer);
-    this.graceTimers.clear();
+    for (const state of Object.values(this.ice)) clearTimeout(state.timer);
+    this.ice = { publisher: this._iceState(), subscriber: this._iceState() };
+    this.pubIceRestart = false;
     for (const pc of [this.publisher, this.subscriber]) if (pc) pc.close();
     this.publisher = this.subscriber = null;
     this.senders = {};
@@ -148,11 +167,15 @@ export class MediaSession extends EventTarget {
   async _offer(gen) {
     const pc = this.publisher;
     if (!pc || gen !== this.generation) return;
-    await pc.setLocalDescription(await pc.createOffer());
+    const iceRestart = this.pubIceRestart;
+    this.pubIceRestart = false;
+    await pc.setLocalDescription(await pc.createOffer(iceRestart ? { iceRestart: true } : undefined));
     if (gen !== this.generation) return;
+    const offerId = ++this.pubOfferId;
     const answered = new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error("The media server did not answer")), ANSWER_TIMEOUT_MS);
       this.pending = {
+        offerId,
         resolve: (v) => (clearTimeout(timer), resolve(v)),
         reject: (e) => (clearTimeout(timer), reject(e)),
       };
@@ -160,6 +183,7 @@ export class MediaSession extends EventTarget {
     const sent = this.send({
       type: "offer",
       pc: "publisher",
+      offer_id: offerId,
       target_user_id: "sfu",
       sdp: { type: "offer", sdp: this._labelScreen(pc.localDescription.sdp) },
       track_sources: this.trackSources(),
@@ -205,12 +229,14 @@ export class MediaSession extends EventTarget {
         await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp.sdp || msg.sdp });
         await pc.setLocalDescription(await pc.createAnswer());
         if (gen !== this.generation) return;
-        this.send({
+        const answer = {
           type: "answer",
           pc: "subscriber",
           target_user_id: "sfu",
           sdp: { type: "answer", sdp: pc.localDescription.sdp },
-        });
+        };
+        if (msg.offer_id != null) answer.offer_id = msg.offer_id;
+        this.send(answer);
         this._reconcile();
       })
       .catch((err) => {
@@ -251,7 +277,10 @@ export class MediaSession extends EventTarget {
   /** A signaling message from the SFU (offer, answer, ice-candidate) or an error. */
   handle(msg) {
     if (msg.type === "answer" && (msg.pc || "publisher") === "publisher") {
-      if (this.pending) this.pending.resolve(msg);
+      // an answer for an earlier offer (an ICE restart replaced it) is not ours to apply
+      if (this.pending && (msg.offer_id == null || msg.offer_id === this.pending.offerId)) {
+        this.pending.resolve(msg);
+      }
     } else if (msg.type === "offer" && msg.pc === "subscriber") {
       this._answer(msg);
     } else if (msg.type === "ice-candidate") {
@@ -278,22 +307,73 @@ export class MediaSession extends EventTarget {
     };
     pc.onconnectionstatechange = () => {
       if (gen !== this.generation) return;
-      const state = pc.connectionState;
-      this._emit("state", { pc: name, state });
-      clearTimeout(this.graceTimers.get(name));
-      if (state === "failed") this._fail(name, new Error(`${name} connection failed`));
-      else if (state === "disconnected") {
-        this.graceTimers.set(
-          name,
-          setTimeout(() => {
-            if (gen === this.generation && pc.connectionState === "disconnected") {
-              this._fail(name, new Error(`${name} connection lost`));
-            }
-          }, DISCONNECTED_GRACE_MS),
-        );
-      }
+      this._emit("state", { pc: name, state: pc.connectionState });
+      this._watchIce(name, pc, gen);
     };
+    pc.oniceconnectionstatechange = () => this._watchIce(name, pc, gen);
     return pc;
+  }
+
+  // --- ICE restarts ------------------------------------------------------------------
+
+  /** Judge a connection's state: connected again, lost (restart), or give it a moment. */
+  _watchIce(name, pc, gen) {
+    if (gen !== this.generation || pc !== this[name]) return;
+    const state = this.ice[name];
+    const ice = pc.iceConnectionState;
+    const conn = pc.connectionState;
+    if (conn === "connected" && (ice === "connected" || ice === "completed")) {
+      if (state.attempts) console.info(`konfer: ICE restart of the ${name} connection worked`);
+      clearTimeout(state.timer);
+      this.ice[name] = this._iceState();
+      return;
+    }
+    if (state.waiting) return; // a restart is under way; its own timer judges it
+    if (ice === "failed" || conn === "failed") {
+      clearTimeout(state.timer);
+      state.timer = null;
+      this._iceLost(name, pc, gen, "failed");
+    } else if ((ice === "disconnected" || conn === "disconnected") && !state.timer) {
+      state.timer = setTimeout(() => {
+        state.timer = null;
+        const now = [pc.iceConnectionState, pc.connectionState];
+        if (gen === this.generation && (now.includes("disconnected") || now.includes("failed"))) {
+          this._iceLost(name, pc, gen, "disconnected");
+        }
+      }, ICE_GRACE_MS);
+    }
+  }
+
+  /** Restart ICE after a pause that grows with each attempt; after the last, give up. */
+  _iceLost(name, pc, gen, why) {
+    const state = this.ice[name];
+    if (state.attempts >= ICE_RESTART_ATTEMPTS) {
+      this._fail(name, new Error(`${name} connection ${why}; ${state.attempts} ICE restarts did not help`));
+      return;
+    }
+    const delay = state.attempts ? ICE_RESTART_BACKOFF_MS * 2 ** (state.attempts - 1) : 0;
+    state.attempts += 1;
+    state.waiting = true;
+    console.warn(`konfer: ICE restart #${state.attempts} of the ${name} connection in ${delay} ms: ${why}`);
+    this._emit("ice-restart", { pc: name, attempt: state.attempts, reason: why });
+    state.timer = setTimeout(() => {
+      if (gen !== this.generation || pc !== this[name]) return;
+      this._restartIce(name);
+      state.timer = setTimeout(() => {
+        state.timer = null;
+        state.waiting = false;
+        if (gen === this.generation && pc === this[name]) this._iceLost(name, pc, gen, "not connected again");
+      }, ICE_RESTART_WAIT_MS);
+    }, delay);
+  }
+
+  _restartIce(name) {
+    if (name === "publisher") {
+      this.pubIceRestart = true;
+      this.negotiate();
+    } else {
+      this.send({ type: "ice-restart", pc: "subscriber", target_user_id: "sfu" });
+    }
   }
 
   _fail(pc, error) {

@@ -1,8 +1,9 @@
 // The meeting room: video grid with the active speaker highlighted, microphone, camera and
 // screen controls, chat, participants with host controls, leave and end. It reconnects by
-// itself: a dropped socket reconnects with backoff and joins again; a failed media
-// connection, an SFU error or `media-reconnect` (the SFU restarted) joins again on the
-// open socket, which rebuilds both peer connections.
+// itself: a dropped socket reconnects with backoff and joins again; a media connection
+// that fails restarts ICE in place (see MediaSession); one that still fails, an SFU error
+// or `media-reconnect` (the SFU restarted) joins again on the open socket, which rebuilds
+// both peer connections.
 
 import { api, tokenClaims } from "../api.js";
 import { formatTime, h, initials, mount, toast } from "../dom.js";
@@ -104,6 +105,9 @@ class Room {
     this.session.addEventListener("track-added", (e) => this.onTrackAdded(e.detail));
     this.session.addEventListener("track-removed", (e) => this.onTrackRemoved(e.detail));
     this.session.addEventListener("failed", (e) => this.scheduleRejoin(e.detail.error.message));
+    this.session.addEventListener("ice-restart", () =>
+      this.setStatus("Media connection interrupted. Reconnecting…", "warn"),
+    );
     this.session.addEventListener("state", (e) => {
       if (e.detail.state === "connected") {
         this.mediaAttempt = 0;

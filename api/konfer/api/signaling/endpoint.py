@@ -280,6 +280,8 @@ async def _relay(
     skip = {"room_id"}
     if isinstance(msg, p.Offer) and msg.track_sources is None:
         skip.add("track_sources")
+    if isinstance(msg, p.Offer | p.Answer) and msg.offer_id is None:
+        skip.add("offer_id")
     body = msg.model_dump(mode="json", exclude=skip)
     body.update(room_id=info.meeting_id, from_user_id=conn.user_id, timestamp=p.now())
     target = msg.target_user_id

@@ -62,6 +62,12 @@ class _Relay(_Client):
     pc: Literal["publisher", "subscriber"] = "publisher"
 
 
+#: Which offer an answer is for: the SFU numbers its subscriber offers and ignores an
+#: answer to one that an ICE restart or a renegotiation superseded; a client may number
+#: its publisher offers and gets the number back in the SFU's answer.
+OfferId = Annotated[int, Field(ge=0, le=2**53)]
+
+
 class Offer(_Relay):
     type: Literal["offer"]
     # Which published track is camera, microphone or screen share (by track id or mid).
@@ -72,11 +78,13 @@ class Offer(_Relay):
         ]
         | None
     ) = None
+    offer_id: OfferId | None = None
     sdp: SessionDescription | Annotated[str, Field(max_length=60_000)]
 
 
 class Answer(_Relay):
     type: Literal["answer"]
+    offer_id: OfferId | None = None  # echoes the offer's, when it had one
     sdp: SessionDescription | Annotated[str, Field(max_length=60_000)]
 
 

@@ -117,15 +117,14 @@ class SfuSubscriber:
         pc = self.pc
         await pc.setRemoteDescription(RTCSessionDescription(message["sdp"]["sdp"], "offer"))
         await pc.setLocalDescription(await pc.createAnswer())
-        await self._call(
-            "POST",
-            f"/v1/peers/{self.peer_id}/signal",
-            {
-                "type": "answer",
-                "pc": "subscriber",
-                "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
-            },
-        )
+        answer: dict[str, Any] = {
+            "type": "answer",
+            "pc": "subscriber",
+            "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
+        }
+        if message.get("offer_id") is not None:  # so the SFU can tell it from a stale one
+            answer["offer_id"] = message["offer_id"]
+        await self._call("POST", f"/v1/peers/{self.peer_id}/signal", answer)
 
     def _state_changed(self) -> None:
         if self.pc is not None and self.pc.connectionState == "failed":
