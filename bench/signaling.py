@@ -926,6 +926,21 @@ commit: with it (2026-11-21 10:20 UTC), on an otherwise idle machine, 500 msg/s 
 benchmark from 4.65 to 3.8 ms of CPU per chat message (replicas 1.55 to 1.27, PostgreSQL
 0.47 to 0.33).
 
+Frames encoded once and group commit without the ORM's unit of work, measured by hand on
+2026-11-21 between 14:50 and 15:05 UTC as A/B in one run (the previous commit's code in a
+second checkout against this one, replica pairs started alternately on the same database,
+Redis and 50 users, 5 s steps), while other processes kept 0.02 to 0.86 cores of the 2
+busy, so only CPU time per message is compared, not latency. Both replicas' CPU per chat
+message, summed, two rounds each: at 100 msg/s 7.12 and 7.00 ms before, 4.66 and 4.98
+after; at 300 msg/s 4.13 and 4.31 before, 2.73 and 2.90 after; at 500 msg/s 3.84 and 3.56
+before, 2.30 and 2.72 after (about a third less). The fan-out alone (one replica, 25
+joined sockets, chat events published straight on Redis, three rounds each) went from
+0.91 to 1.07 ms of replica CPU per message at 300/s to 0.53 to 0.64, and from 0.69 to 0.88
+at 600/s to 0.44 to 0.52: user time halved, kernel time (about 0.25 ms, the 25 socket
+writes) unchanged. Storing chats (`ChatWriter`, against PostgreSQL, CPU of the writing
+process): a lone chat from 3.1 to 3.4 ms to 2.0 ms per batch, three chats from 3.5 to 4.4
+ms to 2.2 to 2.3 ms.
+
 Run-to-run spread, also observed by hand: on this virtual machine, clean runs (other
 processes under 0.05 cores) on 2026-11-21 spent between 4.5 and 5.6 ms of CPU per chat
 message at 500 msg/s, so the ceiling moved between about 360 and 440 msg/s. Compare
@@ -981,8 +996,10 @@ websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {rep
   (`konfer.api.signaling.chatstore.ChatWriter`: chats that arrive while a batch commits
   go together in the next one, with one query checking the senders' membership under the
   REST route's rules, one INSERT and one COMMIT; a lone chat is written at once), then
-  publishes it once on Redis. Each replica's one bus reader hands it to
-  its {USERS // 2} per-socket queues, and each socket's writer task frames it on its own.
+  publishes it once on Redis. Each replica's one bus reader encodes it into one WebSocket
+  frame and writes those bytes to each of its {USERS // 2} sockets
+  (`konfer.api.signaling.wire`); a socket whose transport is full, or that has messages
+  queued, gets it through its own queue and writer task instead, in order.
   One socket's messages are handled one after another, which is why several senders
   share the load.
 - Bare baseline: one `redis.asyncio` publisher and one subscriber (read like

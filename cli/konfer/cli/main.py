@@ -39,6 +39,7 @@ def _serve(settings: Settings) -> None:
     import uvicorn
 
     from konfer.api.app import create_app
+    from konfer.api.signaling.wire import KonferWebSocketProtocol
     from konfer.core.process import limit_malloc_arenas
 
     limit_malloc_arenas()  # before any upload or storage thread exists
@@ -51,6 +52,9 @@ def _serve(settings: Settings) -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        # uvicorn's default websockets protocol, plus frames the signaling hub encodes once
+        # for all of a room's sockets (konfer.api.signaling.wire).
+        ws=KonferWebSocketProtocol,
         # Signaling messages are small and many: compressing each costs more CPU than the
         # bytes it saves, and doubles a socket's memory (docs/benchmarks.md, Signaling).
         ws_per_message_deflate=False,

@@ -25,6 +25,7 @@ from konfer.api.signaling.chatstore import ChatRefused
 from konfer.api.signaling.hub import Connection, SignalingHub
 from konfer.api.signaling.presence import SessionInfo
 from konfer.api.signaling.protocol import SignalingError
+from konfer.api.signaling.wire import frame_writer
 from konfer.api.state import AppState
 from konfer.core.errors import InvalidToken
 
@@ -65,6 +66,7 @@ async def signaling(websocket: WebSocket, token: str | None = None) -> None:
         user_id=str(user.id),
         username=user.nickname or user.username,
         avatar_url=user.avatar_url,
+        frames=frame_writer(websocket.scope),
     )
     hub.connected(conn)
     writer = asyncio.create_task(conn.write_loop(), name=f"ws-writer-{conn.session_id}")

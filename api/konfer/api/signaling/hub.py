@@ -4,6 +4,10 @@ Every message for a room is published on the room's bus channel, also when all i
 sockets are local, so one code path serves one replica and fifty. A replica subscribes to
 a room's channel while it holds a socket in that room. Each socket has its own bounded
 send queue and writer task: a slow client can never stall delivery to the others.
+
+A message is encoded into a WebSocket frame once per replica and written straight to each
+socket (``signaling.wire``) while that socket has nothing queued and its transport takes
+more; otherwise it waits in the socket's queue, behind what is already there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from konfer.api.metrics import ApiMetrics
 from konfer.api.signaling.media import MediaRouter
 from konfer.api.signaling.presence import Presence, SessionInfo
 from konfer.api.signaling.protocol import now
+from konfer.api.signaling.wire import FrameWriter, encode_text_frame
 from konfer.core.bus import Bus
 
 log = logging.getLogger(__name__)
@@ -41,13 +46,27 @@ class Connection:
     info: SessionInfo | None = None
     last_seen: float = field(default_factory=time.monotonic)
     queue: asyncio.Queue[str | int] = field(default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT))
+    frames: FrameWriter | None = None  # set when the server can take pre-encoded frames
+    sending: bool = False  # the writer task holds a message it took from the queue
 
     @property
     def meeting_id(self) -> str | None:
         return self.info.meeting_id if self.info else None
 
-    def send(self, payload: dict[str, Any] | str) -> None:
+    def send(self, payload: dict[str, Any] | str, frame: bytes | None = None) -> None:
+        """Write at once when nothing is ahead of this message, else queue it.
+
+        ``frame`` is ``payload`` already encoded (``wire.encode_text_frame``), shared by
+        every socket a message goes to.
+        """
         text = payload if isinstance(payload, str) else json.dumps(payload)
+        if (
+            self.frames is not None
+            and not self.sending
+            and self.queue.empty()
+            and self.frames.write(frame if frame is not None else encode_text_frame(text))
+        ):
+            return
         try:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
@@ -69,7 +88,11 @@ class Connection:
                 with contextlib.suppress(Exception):
                     await self.websocket.close(item)
                 return
-            await self.websocket.send_text(item)
+            self.sending = True
+            try:
+                await self.websocket.send_text(item)
+            finally:
+                self.sending = False
 
 
 class SignalingHub:
@@ -183,10 +206,11 @@ class SignalingHub:
         if not members:
             return
         to_user, exclude, action, body = data.split("|", 3)
+        frame = encode_text_frame(body)
         for conn in tuple(members):
             if conn.session_id == exclude or (to_user and conn.user_id != to_user):
                 continue
-            conn.send(body)
+            conn.send(body, frame)
             if action == "remove":
                 task = asyncio.create_task(self.exit(conn))
                 self._pending.add(task)
