@@ -14,17 +14,22 @@ from konfer.core.storage import LocalStorage, S3Storage, Storage
 from tests.conftest import service_env
 
 
-@pytest.fixture(params=["minio", "local"])
+def minio_settings(**extra: object) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        s3_endpoint=service_env("KONFER_TEST_S3_ENDPOINT"),
+        s3_access_key=service_env("KONFER_TEST_S3_ACCESS_KEY"),
+        s3_secret_key=service_env("KONFER_TEST_S3_SECRET_KEY"),
+        s3_bucket=f"store-{uuid.uuid4().hex[:8]}",
+        **extra,
+    )
+
+
+@pytest.fixture(params=["minio", "minio-signed-payload", "local"])
 async def storage(request: pytest.FixtureRequest, tmp_path: object) -> Storage:
-    if request.param == "minio":
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            s3_endpoint=service_env("KONFER_TEST_S3_ENDPOINT"),
-            s3_access_key=service_env("KONFER_TEST_S3_ACCESS_KEY"),
-            s3_secret_key=service_env("KONFER_TEST_S3_SECRET_KEY"),
-            s3_bucket=f"store-{uuid.uuid4().hex[:8]}",
-        )
-        store: Storage = S3Storage.from_settings(settings)
+    if request.param.startswith("minio"):
+        signed = request.param == "minio-signed-payload"
+        store: Storage = S3Storage.from_settings(minio_settings(s3_sign_payload=signed))
     else:
         store = LocalStorage(Path(str(tmp_path)) / "objects")
     await store.ensure_ready()
@@ -48,6 +53,28 @@ async def test_round_trip_stat_and_delete(storage: Storage) -> None:
     await storage.delete("a/b/object.bin")
     assert await storage.stat("a/b/object.bin") is None
     await storage.delete("a/b/object.bin")  # deleting twice is not an error
+
+
+@pytest.mark.parametrize("signed", [False, True])
+async def test_bodies_are_sent_unsigned_unless_payload_signing_is_asked_for(signed: bool) -> None:
+    store = S3Storage.from_settings(minio_settings(s3_sign_payload=signed))
+    await store.ensure_ready()
+    trace = io.StringIO()
+    store.client.trace_on(trace)
+    data = os.urandom(1000)
+    await store.put("signed/or-not.bin", io.BytesIO(data), len(data), "application/octet-stream")
+    store.client.trace_off()
+    sent = [
+        line.split(":", 1)[1].strip()
+        for line in trace.getvalue().splitlines()
+        if line.lower().startswith("x-amz-content-sha256:")
+    ]
+    assert sent, trace.getvalue()
+    if signed:
+        assert all(len(v) == 64 and v != "UNSIGNED-PAYLOAD" for v in sent), sent
+    else:
+        assert set(sent) == {"UNSIGNED-PAYLOAD"}
+    assert await read_all(store, "signed/or-not.bin") == data  # MinIO took it either way
 
 
 async def test_missing_object_stats_as_none(storage: Storage) -> None:

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         le=512,
         description="Part size for uploads streamed to S3; an upload holds at most three parts",
     )
+    s3_sign_payload: bool = Field(
+        default=False,
+        description="Hash every request body into its signature (the S3 SDK's way over plain "
+        "HTTP). Off: bodies are sent as UNSIGNED-PAYLOAD, headers still signed; TLS (s3_secure) "
+        "protects bodies in transit. Hashing costs the api about a second of CPU per GB",
+    )
 
     signing_keys_dir: Path | None = Field(
         default=None,
