@@ -14,38 +14,23 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.conftest import SettingsFactory
 from tests.helpers import assert_error
 from tests.k8s.cluster import FAKE_NODES, ControlPlane, free_port
-from tests.k8s.objects import get_object
+from tests.k8s.objects import eventually, get
 from tests.k8s.operator_proc import operator_fixture
 
 pytestmark = pytest.mark.k8s
-T = TypeVar("T")
 
 __all__ = ["operator_fixture"]
 
 ISVC = "inferenceservices.serving.kserve.io"
 HOSTNAME = "kubernetes.io/hostname"
-
-
-async def get(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any] | None:
-    return await asyncio.to_thread(get_object, cp, ns, kind, name)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], what: str, within: float = 30) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 def selector_of(isvc: dict[str, Any] | None) -> dict[str, str]:

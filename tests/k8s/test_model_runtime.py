@@ -17,9 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -28,11 +28,10 @@ from konfer.core.process import die_with_parent
 from tests.conftest import SettingsFactory
 from tests.helpers import assert_error
 from tests.k8s.cluster import ControlPlane, free_port
-from tests.k8s.objects import get_object
+from tests.k8s.objects import eventually, get
 from tests.k8s.operator_proc import operator_fixture
 
 pytestmark = pytest.mark.k8s
-T = TypeVar("T")
 
 __all__ = ["operator_fixture"]
 
@@ -41,20 +40,6 @@ TEXT = (
     "The release ships on Monday. The team fixed the login bug. "
     "Marketing prepares the announcement. Support reviews the open tickets."
 )
-
-
-async def get(cp: ControlPlane, ns: str, kind: str, name: str) -> dict[str, Any] | None:
-    return await asyncio.to_thread(get_object, cp, ns, kind, name)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], what: str, within: float = 30) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def predictor_pod(
