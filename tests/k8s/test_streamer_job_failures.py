@@ -293,6 +293,30 @@ async def test_a_streamer_stuck_pulling_its_image_fails_its_stream_and_its_job_i
         await _until("the stuck streamer's Job to be suspended", suspended)
 
 
+async def test_a_stopped_stream_whose_streamer_never_confirms_ends_stopped(
+    control_plane: ControlPlane,
+    ns: str,
+    api_settings: SettingsFactory,
+    open_client: Callable[..., Any],
+) -> None:
+    cp = control_plane
+    async with open_client(_settings(api_settings)) as client:
+        user, _meeting_id, stream_id = await _meeting_with_stream(client)
+        await _until("the streamer pod to run", lambda: _running_pod(cp, ns, stream_id))
+        # The stop suspends the Job; its pod goes and no final report ever comes.
+        r = await client.post(
+            "/api/v1/streaming/stop", json={"stream_id": stream_id}, headers=user["headers"]
+        )
+        assert r.status_code == 200, r.text
+        ended = await _until_status(client, user, stream_id, "stopped")
+        assert ended["reason"].startswith("STOPPED_WITHOUT_REPORT"), ended
+        assert ended["stopped_at"] is not None
+        job = get_object(cp, ns, "job", f"stream-{stream_id}")
+        assert job is not None
+        assert job["spec"]["suspend"] is True
+        assert _running_pod(cp, ns, stream_id) is None
+
+
 async def test_the_watcher_keeps_watching_across_watch_restarts(
     control_plane: ControlPlane,
     ns: str,

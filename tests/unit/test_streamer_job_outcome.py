@@ -55,9 +55,33 @@ def pod(
     }
 
 
+SUSPENDED = {"type": "Suspended", "status": "True", "reason": "JobSuspended"}
+
+
 def test_a_running_or_suspended_job_has_no_outcome_yet() -> None:
     assert streamer_job_outcome(job()) is None
-    assert streamer_job_outcome(job(suspend=True)) is None
+    assert streamer_job_outcome(job(suspend=True)) is None  # not taken in yet
+    running = job(SUSPENDED, suspend=True)
+    running["status"]["active"] = 1  # its pod is still going
+    assert streamer_job_outcome(running) is None
+
+
+def test_a_stopped_job_whose_pod_is_gone_ends_its_stream_stopped() -> None:
+    """A stop suspends the Job; once its pod is gone the streamer cannot report any more."""
+    suspended = job(SUSPENDED, suspend=True)
+    end = streamer_job_outcome(suspended)
+    assert end is not None
+    assert end.status == "stopped"
+    assert end.reason is not None
+    assert end.reason.startswith("STOPPED_WITHOUT_REPORT")
+    confirmed = json.dumps({"phase": "stopped", "reason": None})
+    assert streamer_job_outcome(suspended, [pod(0, "Completed", confirmed)]) == StreamerEnd(
+        "stopped", None
+    )
+    failed = json.dumps({"phase": "failed", "reason": "UPLOAD_FAILED: storage refused"})
+    assert streamer_job_outcome(suspended, [pod(1, "Error", failed)]) == StreamerEnd(
+        "failed", "UPLOAD_FAILED: storage refused"
+    )
     waiting = {"type": "Failed", "status": "False", "reason": "BackoffLimitExceeded"}
     assert streamer_job_outcome(job(waiting)) is None
 

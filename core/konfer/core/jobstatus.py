@@ -72,6 +72,7 @@ class JobView:
     succeeded: int = 0
     failed: int = 0
     suspended: bool = False
+    suspend_applied: bool = False  # the controller took the suspension in (condition)
     complete: bool = False
     failed_reason: str | None = None
     failed_message: str | None = None
@@ -94,6 +95,7 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         succeeded=int(status.get("succeeded") or 0),
         failed=int(status.get("failed") or 0),
         suspended=bool(spec.get("suspend")),
+        suspend_applied="Suspended" in conditions,
         complete="Complete" in conditions,
         failed_reason=failed.get("reason") if failed else None,
         failed_message=failed.get("message") if failed else None,

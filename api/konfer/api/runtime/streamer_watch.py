@@ -47,6 +47,10 @@ STREAMER_SELECTOR = "app.kubernetes.io/component=streamer,app.kubernetes.io/mana
 STREAM_LABEL = "konfer.io/stream"
 REASON_LIMIT = 1000  # live_streams.reason
 _DETAIL_LIMIT = 400
+STOPPED_WITHOUT_REPORT = (
+    "STOPPED_WITHOUT_REPORT: the streamer's Job was suspended and its pod ended before "
+    "the streamer's final report; the last segments may be missing"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +78,15 @@ def _detail(message: str) -> str:
 def streamer_job_outcome(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()
 ) -> StreamerEnd | None:
-    """The end of a streamer Job, or None while it may still run (or is suspended).
+    """The end of a streamer Job, or None while it may still run.
 
     Failed: ``STREAMER_FAILED: <Job condition reason>: <its message>``, then how the
     container ended when a pod says so (exit code, reason and the streamer's own reason
     from its termination summary, or the last log line Kubernetes kept). Complete: the
     streamer exited 0, which it does only after its final report; if that report never
     arrived the summary still says ``stopped``, and without one the stream failed.
+    Suspended (how the api stops a stream) with no pod left: stopped, with a note when the
+    streamer never confirmed it.
     """
     view = job_view(job)
     ended = last_terminated(pods)
@@ -105,6 +111,14 @@ def streamer_job_outcome(
         return StreamerEnd(
             "failed", "STREAMER_EXITED: the streamer's Job completed without a final report"
         )
+    if view.suspended and view.suspend_applied and view.active == 0:
+        # A stop suspends the Job; its pod is gone now. A streamer that reported its end
+        # already left the stream stopped; one that did not cannot any more.
+        summary = termination_summary(ended.message if ended else None) or {}
+        if summary.get("phase") == "failed" and summary.get("reason"):
+            return StreamerEnd("failed", _limit(str(summary["reason"])))
+        note = None if summary.get("phase") == "stopped" else STOPPED_WITHOUT_REPORT
+        return StreamerEnd("stopped", note)
     return None
 
 
