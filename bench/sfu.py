@@ -453,14 +453,14 @@ class SfuClient(Participant):
                 stream = self.streams[id(transceiver.receiver)] = Stream(transceiver.kind)
                 aiortc_hooks.hook_receiver(transceiver.receiver, stream.on_rtp, ignore_rtcp)
         await pc.setLocalDescription(await pc.createAnswer())
-        r = await self.http.post(
-            f"/v1/peers/{self.peer_id}/signal",
-            json={
-                "type": "answer",
-                "pc": "subscriber",
-                "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
-            },
-        )
+        answer: dict[str, Any] = {
+            "type": "answer",
+            "pc": "subscriber",
+            "sdp": {"type": "answer", "sdp": pc.localDescription.sdp},
+        }
+        if message.get("offer_id") is not None:
+            answer["offer_id"] = message["offer_id"]
+        r = await self.http.post(f"/v1/peers/{self.peer_id}/signal", json=answer)
         r.raise_for_status()
 
 
