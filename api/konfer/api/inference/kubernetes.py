@@ -398,12 +398,17 @@ class KubernetesModelRuntime:
             return wanted
         raise ClusterUnavailable(f"InferenceModel {name} kept changing; try again")
 
+    async def _servers(self, spec: ModelSpec) -> tuple[list[Node], set[str]]:
+        """The model's servers now, and which of them are online (a start waits for a new one)."""
+        before = [
+            pod_node(p, spec, self._default_port) for p in await self._pods(model_name(spec.name))
+        ]
+        return before, {n.node_id for n in before if n.status == "online"}
+
     @_reached
     async def start(self, spec: ModelSpec, node_id: str) -> Node:
         name = model_name(spec.name)
-        pods = await self._pods(name)
-        before = [pod_node(p, spec, self._default_port) for p in pods]
-        ready_before = {n.node_id for n in before if n.status == "online"}
+        before, ready_before = await self._servers(spec)
         # Scale out when every wanted replica already has a pod; else wait for those.
         obj = await self._read(name)
         wanted = int(((obj or {}).get("spec") or {}).get("minReplicas", 0))
@@ -415,9 +420,7 @@ class KubernetesModelRuntime:
     async def start_on(self, spec: ModelSpec, host: str) -> Node:
         """A server of ``spec`` on the Kubernetes node ``host`` (see the module's notes)."""
         name = model_name(spec.name)
-        pods = await self._pods(name)
-        before = [pod_node(p, spec, self._default_port) for p in pods]
-        ready_before = {n.node_id for n in before if n.status == "online"}
+        before, ready_before = await self._servers(spec)
         undo = await self._pin(spec, host, before)
         try:
             return await self._ready(
