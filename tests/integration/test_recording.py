@@ -116,8 +116,8 @@ async def test_five_second_recording_is_stored_playable_and_stream_copied(
         assert started["meeting_id"] == mid
         body = await _status_until(api, host, rid, {"recording"}, 20)
         assert body["status"] == "recording", body
-        # The reference is the recorder's first frame (started_at), not when this test saw
-        # the status change: polling and the first report would otherwise count as error.
+        # The reference is when the recording's first frame was sent (started_at), not when
+        # this test saw the status change: polling and the first report would count as error.
         assert body["started_at"] is not None, body
         began = datetime.fromisoformat(body["started_at"]).timestamp()
         # The recorder is hidden: participants do not see it.
