@@ -24,8 +24,14 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
 
-from konfer.api.runtime.streamer_watch import STREAMER_SELECTOR, StreamerEnd, StreamerJobWatcher
+from konfer.api.runtime.streamer_watch import (
+    STREAMER_SELECTOR,
+    StreamerEnd,
+    StreamerJobWatcher,
+    StreamerWatchCollector,
+)
 from konfer.core.settings import Settings
 from tests.conftest import SettingsFactory, service_env
 from tests.k8s.cluster import ControlPlane
@@ -315,6 +321,8 @@ async def test_a_stopped_stream_whose_streamer_never_confirms_ends_stopped(
         assert job is not None
         assert job["spec"]["suspend"] is True
         assert _running_pod(cp, ns, stream_id) is None
+        text = (await client.get("/metrics")).text
+        assert 'konfer_api_streamer_watch_streams_ended_total{status="stopped"} 1.0' in text
 
 
 async def test_the_watcher_keeps_watching_across_watch_restarts(
@@ -431,3 +439,10 @@ async def test_a_watch_answered_410_gone_lists_again_and_resumes_from_the_new_ve
     ]
     assert (watcher.jobs.expired, watcher.jobs.lists) == (1, 2)
     assert server.watched_versions[:2] == ["10", "20"]
+    registry = CollectorRegistry()
+    registry.register(StreamerWatchCollector(watcher))
+    sample = registry.get_sample_value
+    assert sample("konfer_api_streamer_watch_expired_total", {"resource": "jobs"}) == 1
+    assert sample("konfer_api_streamer_watch_lists_total", {"resource": "jobs"}) == 2
+    assert sample("konfer_api_streamer_watch_streams_ended_total", {"status": "failed"}) == 1
+    assert sample("konfer_api_streamer_watch_streams_ended_total", {"status": "stopped"}) == 0

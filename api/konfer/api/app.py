@@ -184,7 +184,7 @@ def attach_sfu(state: AppState) -> None:
     if settings.runtime == "kubernetes":
         # Recording objects the operator runs as Jobs; recorders report over HTTP.
         from konfer.api.runtime.kubernetes import KubernetesRecorderRuntime
-        from konfer.api.runtime.streamer_watch import StreamerEnd
+        from konfer.api.runtime.streamer_watch import StreamerEnd, StreamerWatchCollector
 
         async def on_stream_end(stream_id: str, end: StreamerEnd) -> bool:
             return await streaming_service.streamer_job_ended(state, stream_id, end)
@@ -192,6 +192,8 @@ def attach_sfu(state: AppState) -> None:
         # Streamer Jobs that end without a report are noticed until close_state.
         k8s_recorders = KubernetesRecorderRuntime(settings, on_stream_end=on_stream_end)
         k8s_recorders.watch_streamers()
+        if k8s_recorders.streamer_watcher is not None:
+            state.metrics.registry.register(StreamerWatchCollector(k8s_recorders.streamer_watcher))
         state.recorder_runtime = k8s_recorders
         return
     state.recorder_runtime = LocalRecorderRuntime(

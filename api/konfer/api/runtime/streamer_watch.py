@@ -25,13 +25,15 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.core import CounterMetricFamily
 
 from konfer.core.jobstatus import (
     STUCK_WAITING_REASONS,
@@ -294,6 +296,8 @@ class StreamerJobWatcher:
             "watch_timeout_seconds": watch_timeout_seconds,
             "backoff_max_seconds": backoff_max_seconds,
         }
+        #: Streams this replica ended, by the status it gave them (``/metrics``).
+        self.ended: Counter[str] = Counter()
         self.jobs = WatchedList("Jobs", self._list_jobs, self._job, forget=self._forget, **options)
         self.pods = WatchedList("pods", self._list_pods, self._pod, forget=self._forget, **options)
 
@@ -342,6 +346,7 @@ class StreamerJobWatcher:
         changed = await self.on_end(str(stream_id), end)
         self.handled.add(uid)
         if changed:
+            self.ended[end.status] += 1
             log.warning(
                 "streamer Job ended without a report",
                 extra={"stream_id": stream_id, "job": meta.get("name"), "reason": end.reason},
@@ -367,6 +372,8 @@ class StreamerJobWatcher:
         self._rechecks.pop(uid, None)
         changed = await self.on_end(str(stream_id), end)
         self.handled.add(uid)
+        if changed:
+            self.ended[end.status] += 1
         job = (meta.get("labels") or {}).get("batch.kubernetes.io/job-name")
         if changed and job:
             log.warning(
@@ -421,6 +428,41 @@ class StreamerJobWatcher:
             return []
         pods: list[dict[str, Any]] = found.get("items") or []
         return pods
+
+
+class StreamerWatchCollector:
+    """``konfer_api_streamer_watch_*``: a watcher's own counters, read at scrape time.
+
+    Registered on the api's registry by ``app.attach_sfu`` (kubernetes runtime only), so a
+    watcher that keeps re-listing (410s, API-server errors) or ends streams shows up on the
+    dashboards beside the streams themselves.
+    """
+
+    def __init__(self, watcher: StreamerJobWatcher) -> None:
+        self.watcher = watcher
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        w = self.watcher
+        families = {
+            "lists": "Full lists of streamer Jobs or pods (the first, then after 410 or errors)",
+            "watches": "Watches of streamer Jobs or pods opened (each resumes the last)",
+            "expired": "Watches answered 410 Gone (resumed from a new list)",
+        }
+        for field, text in families.items():
+            family = CounterMetricFamily(
+                f"konfer_api_streamer_watch_{field}", text, labels=["resource"]
+            )
+            for watched in (w.jobs, w.pods):
+                family.add_metric([watched.name.lower()], getattr(watched, field))
+            yield family
+        ended = CounterMetricFamily(
+            "konfer_api_streamer_watch_streams_ended",
+            "Streams this replica ended because their streamer Job or pod ended unreported",
+            labels=["status"],
+        )
+        for status in ("failed", "stopped"):
+            ended.add_metric([status], w.ended[status])
+        yield ended
 
 
 async def _json(response: Any) -> dict[str, Any]:
