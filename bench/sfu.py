@@ -75,11 +75,11 @@ if str(ROOT) not in sys.path:  # `python bench/sfu.py` puts bench/, not the root
 from bench.common import DOC, write_section  # noqa: E402
 
 from konfer.sfu import aiortc_hooks  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.integration.sfu_peers import (  # noqa: E402
     LOOPBACK,
     Keys,
     Participant,
-    free_port,
     gather_on_loopback,
     new_pc,
     sfu_process,

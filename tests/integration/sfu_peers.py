@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import socket
 import struct
 import sys
 import time
@@ -39,6 +38,7 @@ from av import AudioFrame, VideoFrame
 from prometheus_client.parser import text_string_to_metric_families
 
 from konfer.core.keys import KeyRing
+from konfer.core.process import announced
 from konfer.core.tokens import MediaGrants, TokenCodec
 from konfer.sfu import aiortc_hooks
 
@@ -71,12 +71,6 @@ async def sfu_metric(http: httpx.AsyncClient, name: str, **labels: str) -> float
     return metric(r.text, name, **labels)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
 class Keys:
     """The api's side of media tokens: a signing ring and its JWKS file."""
 
@@ -94,8 +88,8 @@ class Keys:
 
 @contextlib.asynccontextmanager
 async def sfu_process(keys: Keys, meeting_id: str, **env: str) -> AsyncIterator[str]:
-    """``konfer sfu`` on loopback; yields its base URL."""
-    port = free_port()
+    """``konfer sfu`` on loopback, on a port it binds itself; yields its base URL."""
+    url_file = keys.jwks_file.with_name(f"sfu-{uuid.uuid4().hex}.url")
     environment = {
         **os.environ,
         "KONFER_SFU_ICE_HOSTS": LOOPBACK,
@@ -111,15 +105,20 @@ async def sfu_process(keys: Keys, meeting_id: str, **env: str) -> AsyncIterator[
         "--meeting",
         meeting_id,
         "--port",
-        str(port),
+        "0",
+        "--url-file",
+        str(url_file),
         "--jwks-file",
         str(keys.jwks_file),
         env=environment,
     )
-    base = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + 30
+    while (base := announced(url_file)) is None:
+        assert proc.returncode is None, "the SFU process exited"
+        assert time.monotonic() < deadline, "the SFU did not bind its port"
+        await asyncio.sleep(0.05)
     try:
         async with httpx.AsyncClient(base_url=base) as http:
-            deadline = time.monotonic() + 30
             while True:
                 assert proc.returncode is None, "the SFU process exited"
                 with contextlib.suppress(httpx.HTTPError):

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from konfer.core.process import announce, announced, http_url
 
 CHILD = (
     "from konfer.core.process import die_with_parent; import time; "
@@ -98,3 +101,15 @@ def test_a_frozen_startup_heap_leaves_full_collections_little_to_walk() -> None:
     assert result["before"] > 100_000
     assert result["frozen"] >= result["before"]
     assert result["after"] < 1_000
+
+
+def test_announced_url_is_read_whole_and_only_once_written(tmp_path: Path) -> None:
+    url_file = tmp_path / "url"
+    assert announced(url_file) is None
+    announce(url_file, http_url("127.0.0.1", 41234))
+    assert announced(url_file) == "http://127.0.0.1:41234"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["url"]  # no partial file left
+
+
+def test_http_url_brackets_ipv6_hosts() -> None:
+    assert http_url("::1", 8080) == "http://[::1]:8080"

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from konfer.ai.base import KonferModel
 from konfer.core.inference import ModelSpec, Runtime, Task
+from konfer.core.process import announce, http_url
 from konfer.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,7 @@ class ServeOptions:
     host: str = "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     port: int = 8080
     device: str = "cpu"
+    url_file: Path | None = None  # where to say which port 0 became
 
 
 def _add_info_route(model: KonferModel) -> None:
@@ -128,10 +132,18 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             )
             rest.config.host = options.host
             self._rest_server = rest
-            self.servers.append(rest.start())
+            sock = rest.config.bind_socket()
+            if options.url_file is not None:
+                announce(options.url_file, http_url(options.host, sock.getsockname()[1]))
+            self.servers.append(_serve_rest(rest, sock))
             self.setup_event_loop()
             self.register_signal_handler()
             asyncio.run(self._serve())
+
+    async def _serve_rest(rest: RESTServer, sock: socket.socket) -> None:
+        """``RESTServer.start`` on a socket bound here (it binds its own, to a fixed port)."""
+        rest.create_application()
+        await rest._server.serve(sockets=[sock])
 
     server = _Server(http_port=options.port, enable_grpc=False, workers=1, grace_period=5)
     server.start([model])

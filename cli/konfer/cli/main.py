@@ -201,6 +201,7 @@ def cmd_sfu(args: argparse.Namespace) -> None:
         port=args.port,
         load_keys=load_keys,
         reload_keys=reload,
+        url_file=Path(args.url_file) if args.url_file else None,
     )
     run(settings, options)
 
@@ -233,6 +234,8 @@ def cmd_recorder(args: argparse.Namespace) -> None:
 
 
 def cmd_model_server(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
     from konfer.ai.server import ServeOptions, serve
     from konfer.core.inference import ModelSpec
 
@@ -258,7 +261,13 @@ def cmd_model_server(args: argparse.Namespace) -> None:
     try:
         serve(
             settings,
-            ServeOptions(spec=spec, host=args.host, port=args.http_port, device=args.device),
+            ServeOptions(
+                spec=spec,
+                host=args.host,
+                port=args.http_port,
+                device=args.device,
+                url_file=Path(args.url_file) if args.url_file else None,
+            ),
         )
     except (UnsupportedRuntime, ModelFilesError) as exc:
         sys.exit(f"konfer: cannot serve {spec.name}: {exc}")
@@ -328,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sfu = sub.add_parser("sfu", help="run the SFU of one meeting (needs the sfu extra)")
     sfu.add_argument("--meeting", required=True, help="meeting id (media tokens' grants.room)")
-    sfu.add_argument("--port", type=int, required=True, help="control API port")
+    sfu.add_argument("--port", type=int, required=True, help="control API port (0: any free port)")
+    sfu.add_argument("--url-file", help="write the control API's URL here once it is bound")
     sfu.add_argument("--host", default="127.0.0.1", help="control API address")
     keys = sfu.add_mutually_exclusive_group()
     keys.add_argument("--jwks-file", help="the api's /.well-known/jwks.json, saved")
@@ -404,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ms.add_argument("--storage-uri", help="s3://bucket/prefix, file:///dir or packaged:<name>")
     ms.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    ms.add_argument("--http-port", type=int, default=8080)
+    ms.add_argument("--http-port", type=int, default=8080, help="0: any free port")
+    ms.add_argument("--url-file", help="write the server's URL here once it is bound")
     ms.add_argument("--host", default="0.0.0.0", help="listen address")  # noqa: S104
     ms.add_argument(
         "--exit-with-parent", action="store_true", help="stop when the starting process exits"

@@ -7,6 +7,7 @@ import ctypes.util
 import os
 import signal
 import sys
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -62,3 +63,27 @@ def freeze_startup_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def announce(path: Path, text: str) -> None:
+    """Tell the starting process where a server listens, once it does.
+
+    A server bound to port 0 gets a port no other socket holds; a port chosen up front
+    and bound later races with every socket the machine opens in between. The starter
+    polls ``path``: it sees nothing or all of ``text``, never half of it.
+    """
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def announced(path: Path) -> str | None:
+    """What the child wrote with :func:`announce`, or None while it has not yet."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None

@@ -1,8 +1,9 @@
 """``konfer sfu``: one meeting's SFU process, on uvloop, with its control API.
 
 The local runtime (and the operator's Deployment) start it with the meeting id and a
-port; it serves the control API of ``control`` over HTTP and media over UDP (ICE on the
-addresses of ``KONFER_SFU_ICE_HOSTS``). aiortc and aioice run unchanged on uvloop.
+port (0: the kernel picks one, and ``url_file`` tells the starter which). It serves the
+control API of ``control`` over HTTP and media over UDP (ICE on the addresses of
+``KONFER_SFU_ICE_HOSTS``). aiortc and aioice run unchanged on uvloop.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 import uvloop
 
 from konfer.core.keys import KeyRing
-from konfer.core.process import freeze_startup_heap
+from konfer.core.process import announce, freeze_startup_heap, http_url
 from konfer.core.settings import Settings
 from konfer.sfu import aiortc_hooks as hooks
 from konfer.sfu.auth import MediaAuth
@@ -34,6 +36,7 @@ class ServeOptions:
     port: int
     load_keys: Callable[[], KeyRing]
     reload_keys: bool = False
+    url_file: Path | None = None
 
 
 def room_config(settings: Settings, meeting_id: str) -> RoomConfig:
@@ -79,13 +82,14 @@ async def serve(settings: Settings, options: ServeOptions) -> None:
         timeout_graceful_shutdown=2,
     )
     server = _Server(config, room)  # it turns SIGTERM/SIGINT into a graceful exit
+    sock = config.bind_socket()
+    url = http_url(options.host, sock.getsockname()[1])
+    if options.url_file is not None:
+        announce(options.url_file, url)
     freeze_startup_heap()  # no full-collection pauses in the forwarding path
-    print(
-        f"konfer sfu: meeting {options.meeting_id} on http://{options.host}:{options.port}",
-        flush=True,
-    )
+    print(f"konfer sfu: meeting {options.meeting_id} on {url}", flush=True)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         await room.close()
 

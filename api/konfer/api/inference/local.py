@@ -12,26 +12,22 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
 from konfer.api.inference.errors import ModelLoadFailed
 from konfer.api.inference.runtime import Node
 from konfer.core.inference import BUILTIN_MODELS, ModelSpec
+from konfer.core.process import announced
 from konfer.core.settings import Settings
 from konfer.core.timeutil import utcnow
 
 log = logging.getLogger(__name__)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LocalModelRuntime:
@@ -52,8 +48,13 @@ class LocalModelRuntime:
         return [m for m in BUILTIN_MODELS if m.name not in deployed] + list(deployed.values())
 
     async def start(self, spec: ModelSpec, node_id: str) -> Node:
-        port = _free_port()
-        node = Node(node_id=node_id, spec=spec, url=f"http://127.0.0.1:{port}")
+        with tempfile.TemporaryDirectory(prefix="konfer-model-") as folder:
+            return await self._start(spec, node_id, Path(folder) / "url")
+
+    async def _start(self, spec: ModelSpec, node_id: str, url_file: Path) -> Node:
+        """Start a model server on a port the kernel picks; it names the port in
+        ``url_file`` once the model is loaded and the port bound."""
+        node = Node(node_id=node_id, spec=spec, url="")
         device = "gpu" if self.settings.ai_device == "gpu" else spec.device.value
         node.device = device
         args = [
@@ -71,7 +72,9 @@ class LocalModelRuntime:
             "--host",
             "127.0.0.1",
             "--http-port",
-            str(port),
+            "0",
+            "--url-file",
+            str(url_file),
             "--exit-with-parent",
         ]
         if spec.storage_uri:
@@ -84,7 +87,6 @@ class LocalModelRuntime:
         node.pid = process.pid
         self._children[node_id] = (node, process)
         deadline = started + self.settings.ai_server_start_timeout_seconds
-        ready_url = f"{node.url}/v2/models/{spec.name}/ready"
         while True:
             if process.returncode is not None:
                 self._children.pop(node_id, None)
@@ -96,9 +98,13 @@ class LocalModelRuntime:
                 await self._terminate(process)
                 self._children.pop(node_id, None)
                 raise ModelLoadFailed("Failed to load model: the model server did not get ready")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await self._http.get(ready_url)).status_code == 200:
-                    break
+            if not node.url:
+                node.url = announced(url_file) or ""
+            if node.url:
+                with contextlib.suppress(httpx.HTTPError):
+                    ready = await self._http.get(f"{node.url}/v2/models/{spec.name}/ready")
+                    if ready.status_code == 200:
+                        break
             await asyncio.sleep(0.2)
         node.load_seconds = time.monotonic() - started
         node.loaded_at = node.last_seen = utcnow()

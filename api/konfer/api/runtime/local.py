@@ -13,17 +13,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import httpx
 from redis.asyncio import Redis
 
 from konfer.core.errors import ServiceUnavailable
+from konfer.core.process import announced
 from konfer.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,12 +94,6 @@ class _Child:
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LocalSfuRuntime:
     def __init__(
         self,
@@ -133,33 +129,41 @@ class LocalSfuRuntime:
             return False
 
     async def _start(self, meeting_id: str) -> str:
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
+        """Start an SFU on a port the kernel picks; it names the port in ``url_file``."""
         keys_dir = str(self.settings.resolved_keys_dir.resolve())
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "konfer.cli.main",
-            "sfu",
-            "--meeting",
-            meeting_id,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--keys-dir",
-            keys_dir,
-            "--exit-with-parent",
-            env=os.environ.copy(),
-            stdin=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + self.settings.sfu_start_timeout_seconds
-        while not await self._alive(url):
-            if process.returncode is not None or time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                raise ServiceUnavailable("The meeting's media server did not start")
-            await asyncio.sleep(0.1)
+        with tempfile.TemporaryDirectory(prefix="konfer-sfu-") as folder:
+            url_file = Path(folder) / "url"
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "konfer.cli.main",
+                "sfu",
+                "--meeting",
+                meeting_id,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--url-file",
+                str(url_file),
+                "--keys-dir",
+                keys_dir,
+                "--exit-with-parent",
+                env=os.environ.copy(),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + self.settings.sfu_start_timeout_seconds
+            url: str | None = None
+            while url is None or not await self._alive(url):
+                if process.returncode is not None or time.monotonic() > deadline:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    raise ServiceUnavailable("The meeting's media server did not start")
+                if url is None:
+                    url = announced(url_file)
+                    if url is not None:
+                        continue
+                await asyncio.sleep(0.1)
         claimed = await self.directory.claim(meeting_id, url)
         if claimed != url:  # another replica won the race: use theirs
             process.terminate()
