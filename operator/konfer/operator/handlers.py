@@ -233,8 +233,10 @@ class Engine:
             self.written.pop(key, None)
             return False
         last = self.written.get(key)
-        # Already written from this very version: wait for the watch to bring it back.
-        return not (last and last[0] == snap["metadata"]["resourceVersion"] and last[1] == new)
+        # Already written from this very version: wait for the watch to bring the write
+        # back (it touches the object again). Writing now, even something newer, would be
+        # refused: the object is no longer at this version.
+        return not (last and last[0] == snap["metadata"]["resourceVersion"])
 
     # -- Meetings --------------------------------------------------------------------
 
