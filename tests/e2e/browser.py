@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, WebSocket
 
 CHROMIUM = os.environ.get("KONFER_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -229,9 +230,13 @@ def sfu_pid(meeting_id: str) -> int:
 
 
 def sfu_url(meeting_id: str) -> str:
-    """The control API of a meeting's SFU (the local runtime serves it on 127.0.0.1)."""
-    argv = Path(f"/proc/{sfu_pid(meeting_id)}/cmdline").read_bytes().decode().split("\0")
-    return f"http://127.0.0.1:{argv[argv.index('--port') + 1]}"
+    """The control API of a meeting's SFU: the local runtime serves it on 127.0.0.1, on a
+    port the kernel picked (its one listening TCP socket)."""
+    proc = psutil.Process(sfu_pid(meeting_id))
+    sockets = getattr(proc, "net_connections", proc.connections)  # renamed in psutil 6
+    listening = [c.laddr.port for c in sockets(kind="tcp") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) == 1, listening
+    return f"http://127.0.0.1:{listening[0]}"
 
 
 async def sfu_metrics(meeting_id: str) -> str:
