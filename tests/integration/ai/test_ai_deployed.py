@@ -60,10 +60,11 @@ SOURCE_WORDS = ["hello", "world", "good", "morning", "friends"]
 TARGET_WORDS = ["hallo", "welt", "guten", "morgen", "freunde"]
 
 
-def tiny_ct2_translator(folder: Path) -> None:
+def tiny_ct2_translator(folder: Path, *, ends: bool = True) -> None:
     """A one-layer Transformer with seeded random weights, saved by CTranslate2 itself, with a
     word-level ``tokenizer.json``: what ``ct2-transformers-converter`` leaves, small enough to
-    build here. Its German is nonsense; the serving path around it is what is under test."""
+    build here. Its German is nonsense; the serving path around it is what is under test.
+    With ``ends=False`` it never emits its end token (a bias rules ``</s>`` out)."""
     from ctranslate2.specs import transformer_spec
     from ctranslate2.specs.model_spec import LayerSpec
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -105,6 +106,10 @@ def tiny_ct2_translator(folder: Path) -> None:
 
     spec = transformer_spec.TransformerSpec.from_config(1, 2)
     fill(spec, "")
+    if not ends:
+        bias = np.zeros(len(target), np.float32)
+        bias[target.index("</s>")] = -1e4
+        spec.decoder.projection.bias = bias
     spec.register_source_vocabulary(source)
     spec.register_target_vocabulary(target)
     spec.validate()
@@ -115,6 +120,46 @@ def tiny_ct2_translator(folder: Path) -> None:
     tokenizer.add_special_tokens(specials)
     tokenizer.save(str(folder / "tokenizer.json"))
     (folder / "konfer.json").write_text(json.dumps({"languages": ["en-de"]}))
+
+
+class RecordingTranslator:
+    """The real CTranslate2 translator, keeping what each decode produced."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.hypotheses: list[list[str]] = []
+
+    def translate_batch(self, *args: Any, **kwargs: Any) -> Any:
+        results = self.real.translate_batch(*args, **kwargs)
+        self.hypotheses += [list(r.hypotheses[0]) for r in results]
+        return results
+
+
+@pytest.mark.parametrize("words", [1, 4, 40])
+def test_a_ctranslate2_translator_stops_decoding_at_twice_the_input_plus_16(
+    tmp_path: Path, words: int
+) -> None:
+    """A model that never emits its end token would decode 256 tokens for any input without
+    the cap; with it, a sentence of n tokens decodes exactly 2n + 16 and stops."""
+    from konfer.ai.runtimes.ct2_translate import Ct2TranslateModel
+    from konfer.core.settings import Settings
+
+    tiny_ct2_translator(tmp_path, ends=False)
+    spec = ModelSpec(
+        name="en-de-ct2",
+        task="translation",
+        runtime="ctranslate2",
+        storage_uri=f"file://{tmp_path}",
+    )
+    model = Ct2TranslateModel(spec, Settings(ai_cache_dir=tmp_path / "cache"), "cpu")
+    model.load_model()
+    recorder = RecordingTranslator(model.translator)
+    model.translator = recorder
+    text = " ".join(SOURCE_WORDS[i % len(SOURCE_WORDS)] for i in range(words))
+    answer = model.infer({"text": text, "source_language": "en", "target_language": "de"})
+    assert answer["target_language"] == "de"
+    (hypothesis,) = recorder.hypotheses
+    assert len(hypothesis) == 2 * words + 16
 
 
 @pytest.fixture(scope="module")
