@@ -297,7 +297,13 @@ async def test_sfu_crash_pauses_the_recording_which_resumes_and_keeps_both_sides
         assert resumed["status"] == "recording", resumed
         assert resumed["reason"] is None
         gap = time.monotonic() - lost_at
-        await asyncio.sleep(1.5)
+        # Resumed means rejoined; each publisher's new tracks reach the recorder when their
+        # media flows again, which on a loaded machine can take longer than the rejoin.
+        deadline = time.monotonic() + 30
+        while len(resumed["tracks"]) < 8 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            resumed = await _status_until(api, host, rid, {"recording"}, 0)
+        await asyncio.sleep(1.5)  # then at least 1.5 s of the new tracks
 
         r = await api.post(
             "/api/v1/recording/stop", json={"recording_id": rid}, headers=host["headers"]
