@@ -34,6 +34,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtp import RtpPacket
 from av import AudioFrame, VideoFrame
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -253,6 +254,8 @@ class Participant:
         self.hold_answers = False
         #: which track each subscriber m-line carries now (the SFU reuses m-lines)
         self.mid_tracks: dict[str, str] = {}
+        #: per subscriber m-line: when its first RTP packet arrived, and that packet
+        self.first_rtp: dict[str, tuple[float, RtpPacket]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._cursor = 0
 
@@ -361,6 +364,7 @@ class Participant:
             @pc.on("track")
             def _track(track: MediaStreamTrack) -> None:
                 transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
+                self._note_first_rtp(transceiver.receiver, transceiver.mid or "")
                 self._tasks.append(asyncio.create_task(self._consume(track, transceiver.mid)))
 
         pc = self.subscriber
@@ -385,6 +389,22 @@ class Participant:
         for track_id, got in self.received.items():
             if track_id not in listed and got.ended_at is None:
                 got.ended_at = time.monotonic()
+
+    def _note_first_rtp(self, receiver: Any, mid: str) -> None:
+        """Record when the m-line's first packet comes off the wire, before the jitter
+        buffer and decoder (which wait for the next frame's first packet, then decode)."""
+        handle = receiver._handle_rtp_packet
+
+        async def first(packet: RtpPacket, arrival_time_ms: int) -> None:
+            self.first_rtp.setdefault(mid, (time.monotonic(), packet))
+            await handle(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = first
+
+    def first_packet(self, track_id: str) -> tuple[float, RtpPacket] | None:
+        """The first packet of ``track_id`` on the subscriber connection, with its time."""
+        mid = next((m for m, t in self.mid_tracks.items() if t == track_id), None)
+        return self.first_rtp.get(mid) if mid is not None else None
 
     async def post_answer(self, body: dict[str, Any]) -> dict[str, Any]:
         """Post a subscriber answer; the SFU's reply (``stale`` when it ignored it)."""
