@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     )
     database_echo: bool = False
     database_pool_size: int = Field(default=10, ge=1)
+    database_ping_idle_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="A pooled connection idle longer than this is checked with a round trip"
+        " before use (0: every use)",
+    )
     redis_url: str | None = Field(
         default=None, description="Redis for cross-replica state; in-process when unset"
     )
