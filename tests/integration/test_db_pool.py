@@ -7,6 +7,7 @@ restart or a proxy's idle timeout does) while the connection sits in the pool.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import psycopg
 import pytest
@@ -18,15 +19,17 @@ from tests.conftest import SettingsFactory, service_env
 
 
 def end_sessions(database_url: str) -> int:
-    """Terminate every server session of the database; how many there were."""
+    """Terminate every server session of the database and wait until they are gone; how
+    many there were."""
     name = database_url.rsplit("/", 1)[1]
+    others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
     with psycopg.connect(service_env("KONFER_TEST_PG_ADMIN_URL"), autocommit=True) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        ).fetchall()
-    return len(rows)
+        ended = len(admin.execute(f"SELECT pg_terminate_backend(pid) {others}", (name,)).fetchall())
+        deadline = time.monotonic() + 10
+        while admin.execute(f"SELECT count(*) {others}", (name,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the sessions did not end"
+            time.sleep(0.02)
+    return ended
 
 
 async def backend_pid(engine: AsyncEngine) -> int:
