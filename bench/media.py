@@ -32,9 +32,10 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import urllib3
@@ -58,6 +59,52 @@ START_TIMEOUT_S = 60
 TRANSFER_TIMEOUT_S = 300
 TARGET_RATIO = 0.8
 TARGET_RSS_MB = 200
+T = TypeVar("T")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def minio_pid(endpoint: str) -> int:
+    """The MinIO server that ``scripts/with-services.sh`` started for ``endpoint``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"minio") and endpoint.encode() in argv:
+            return int(proc.name)
+    sys.exit(f"bench: no MinIO server process listens on {endpoint}")
+
+
+class CpuMeter:
+    """CPU per MB of the processes a transfer crosses: where its cost lands."""
+
+    def __init__(self, pids: dict[str, int], size_mb: int) -> None:
+        self.pids = pids
+        self.size_mb = size_mb
+        self.rows: dict[str, list[dict[str, float]]] = {}
+
+    def __call__(self, name: str, transfer: Callable[[], T]) -> T:
+        before = {who: cpu_seconds(pid) for who, pid in self.pids.items()}
+        result = transfer()
+        row: dict[str, float] = {}
+        for who, pid in self.pids.items():
+            after = cpu_seconds(pid)
+            row[f"{who} user"] = (after[0] - before[who][0]) * 1000 / self.size_mb
+            row[f"{who} system"] = (after[1] - before[who][1]) * 1000 / self.size_mb
+        self.rows.setdefault(name, []).append(row)
+        return result
+
+    def medians(self, name: str) -> dict[str, float]:
+        rows = self.rows[name]
+        return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
 
 
 def rss_mb(pid: int) -> float:
@@ -288,7 +335,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=256, help="throughput file size")
     parser.add_argument("--big-mb", type=int, default=1024, help="memory-test upload size")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the doc")
     args = parser.parse_args()
 
@@ -325,21 +372,35 @@ def main() -> None:
             ups, ups_u3, downs, downs_u3, direct_ups, direct_downs = [], [], [], [], [], []
             key = f"direct/{uuid.uuid4().hex}"
             minio.fput_object(bucket, key, str(sample), part_size=16 * MB)
+            size = sample.stat().st_size
+            media_id, _ = api.upload(sample)
+            meter = CpuMeter(
+                {"api": api.proc.pid, "MinIO": minio_pid(endpoint), "client": os.getpid()},
+                args.size_mb,
+            )
             for number in range(args.rounds):
                 print(f"round {number + 1}/{args.rounds}", file=sys.stderr, flush=True)
-                direct_ups.append(direct_put(minio, bucket, sample))
-                media_id, elapsed = api.upload(sample)
-                ups.append(elapsed)
-                _, elapsed = api.upload_urllib3(sample)
-                ups_u3.append(elapsed)
-                size, elapsed = direct_get(minio, bucket, key)
-                direct_downs.append(elapsed)
-                got, elapsed = api.download(media_id)
-                assert got == size
-                downs.append(elapsed)
-                got, elapsed = api.download_urllib3(media_id)
-                assert got == size
-                downs_u3.append(elapsed)
+                # Each round flips which path goes first, so drift on the shared machine
+                # falls on both alike.
+                for path in ("direct", "api") if number % 2 == 0 else ("api", "direct"):
+                    if path == "direct":
+                        direct_ups.append(
+                            meter("direct upload", lambda: direct_put(minio, bucket, sample))
+                        )
+                        got, elapsed = meter(
+                            "direct download", lambda: direct_get(minio, bucket, key)
+                        )
+                        direct_downs.append(elapsed)
+                    else:
+                        _, elapsed = meter("api upload", lambda: api.upload_urllib3(sample))
+                        ups_u3.append(elapsed)
+                        got, elapsed = meter("api download", lambda: api.download_urllib3(media_id))
+                        downs_u3.append(elapsed)
+                        ups.append(api.upload(sample)[1])
+                        got_httpx, elapsed = api.download(media_id)
+                        assert got_httpx == size
+                        downs.append(elapsed)
+                    assert got == size
             sample.unlink()
 
             print("1 GB upload with memory sampling", file=sys.stderr, flush=True)
@@ -369,15 +430,55 @@ def main() -> None:
         "down_api_urllib3": size_mb / statistics.median(downs_u3),
         "up_api_urllib3": size_mb / statistics.median(ups_u3),
     }
-    lines = render(args, results, idle_rss, peak_rss, len(sampler.samples), big_elapsed, transcode)
+    lines = render(
+        args, results, meter, idle_rss, peak_rss, len(sampler.samples), big_elapsed, transcode
+    )
     print("\n".join(lines))
     if not args.no_doc:
         write_section(SECTION, "\n".join(lines))
 
 
+def cpu_table(meter: CpuMeter) -> list[str]:
+    """Where each urllib3 and direct transfer spent CPU, per MB moved (medians)."""
+    lines = [
+        "",
+        "CPU per MB moved, by process (user + system time from `/proc/<pid>/stat` over each "
+        "transfer, medians of the rounds; *client* is this benchmark's process):",
+        "",
+        "| Transfer | api user ms/MB | api system ms/MB | MinIO ms/MB | client ms/MB | all ms/MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    totals: dict[str, float] = {}
+    labels = {
+        "direct upload": "Upload, direct",
+        "api upload": "Upload, via api",
+        "direct download": "Download, direct",
+        "api download": "Download, via api",
+    }
+    for name, label in labels.items():
+        m = meter.medians(name)
+        minio = m["MinIO user"] + m["MinIO system"]
+        client = m["client user"] + m["client system"]
+        totals[name] = m["api user"] + m["api system"] + minio + client
+        api = f"{m['api user']:.2f} | {m['api system']:.2f}" if name.startswith("api") else "— | —"
+        lines.append(f"| {label} | {api} | {minio:.2f} | {client:.2f} | {totals[name]:.2f} |")
+    down = meter.medians("api download")
+    kernel_share = down["api system"] / max(down["api user"] + down["api system"], 1e-9)
+    lines += [
+        "",
+        f"- A download through the api costs {totals['api download']:.2f} ms of CPU per MB "
+        f"against {totals['direct download']:.2f} direct; {kernel_share:.0%} of the api's part "
+        "is kernel time: receiving each byte from MinIO and sending it again to the client "
+        "over loopback TCP, copies the direct path makes once. With the cores shared by "
+        "every process, the throughput ratio follows these totals.",
+    ]
+    return lines
+
+
 def render(
     args: argparse.Namespace,
     r: dict[str, float],
+    meter: CpuMeter,
     idle_rss: float,
     peak_rss: float,
     samples: int,
@@ -431,6 +532,7 @@ def render(
         f"{t['job_processing'] / t['direct']:.2f} | ≈ 1 |",
         "",
         f"- Throughput target: {ok} (≥ {TARGET_RATIO:.0%} of direct).",
+        *cpu_table(meter),
         f"- api memory during the {args.big_mb} MB upload ({args.big_mb / big_elapsed:.0f} MB/s): "
         f"{idle_rss:.0f} MB before, peak {peak_rss:.0f} MB resident over {samples} samples "
         f"(every 50 ms) — {rss_ok} the flat-under-{TARGET_RSS_MB} MB target. The file never "
