@@ -12,7 +12,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from konfer.api.db.models import LiveStream
 from konfer.api.deps import CurrentPrincipal, SessionDep, StateDep
@@ -119,7 +119,7 @@ async def stream_file(
     request: Request,
     session: SessionDep,
     state: StateDep,
-) -> StreamingResponse:
+) -> Response:
     """A playlist, manifest or segment of an HLS or DASH stream (public by its URL)."""
     match = _FILE.match(name)
     if kind not in ("hls", "dash") or match is None:
@@ -132,17 +132,18 @@ async def stream_file(
     stored = await state.storage.stat(key)
     if stored is None:
         raise NotFound(f"'{name}' is not (yet) part of stream '{stream_id}'")
+    media_type = _TYPES[match.group(1)]
     if match.group(1) in ("m3u8", "mpd"):
         client = request.client.host if request.client else "unknown"
         viewer = service.Viewers.key_of(client, request.headers.get("user-agent", ""))
         await service.viewers(state).seen(str(stream_id), viewer)
-    headers = {
-        "Content-Length": str(stored.size),
-        "Cache-Control": "no-cache" if match.group(1) in ("m3u8", "mpd") else "max-age=3600",
-    }
-    return StreamingResponse(
-        state.storage.read(key), headers=headers, media_type=_TYPES[match.group(1)]
-    )
+        # The streamer replaces the playlist or manifest every segment, so the object
+        # read may be newer than the one stat saw: send what was read, with its length.
+        index = b"".join([chunk async for chunk in state.storage.read(key)])
+        return Response(index, media_type=media_type, headers={"Cache-Control": "no-cache"})
+    # A segment is stored once, complete, before the playlist or manifest names it.
+    headers = {"Content-Length": str(stored.size), "Cache-Control": "max-age=3600"}
+    return StreamingResponse(state.storage.read(key), headers=headers, media_type=media_type)
 
 
 @internal_router.post("/{stream_id}/report", response_model=StreamerAnswer)
