@@ -303,7 +303,12 @@ async def test_sfu_crash_pauses_the_recording_which_resumes_and_keeps_both_sides
         while len(resumed["tracks"]) < 8 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             resumed = await _status_until(api, host, rid, {"recording"}, 0)
-        assert len(resumed["tracks"]) == 8, resumed["tracks"]  # the new tracks are in
+        # The new tracks are in; if not, whose are missing, and the recorder's counters
+        # (frames skipped while a video track waits for its keyframe, packets lost) say why.
+        assert len(resumed["tracks"]) == 8, (
+            [(t["user_id"][:8], t["kind"]) for t in resumed["tracks"]],
+            resumed["quality_metrics"],
+        )
         await asyncio.sleep(1.5)  # then at least 1.5 s of the new tracks
 
         r = await api.post(
