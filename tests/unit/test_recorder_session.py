@@ -17,6 +17,7 @@ from konfer.sfu.recorder.session import (
     Reporter,
     write_termination_log,
 )
+from tests.unit.test_recorder_muxer import _video_frames
 
 
 def test_termination_log_is_one_json_line_the_operator_can_mirror(tmp_path: Path) -> None:
@@ -70,3 +71,32 @@ async def test_a_stop_cuts_the_file_at_the_moment_it_was_asked_for(
         await recorder.reporter.close()
     assert abs(recorder.duration() - duration) < 0.021, recorder.duration()
     assert recorder.report("finalizing")["started_at"] == pytest.approx(recorder.t0_wall + 0.5)
+
+
+async def test_a_video_track_awaits_its_keyframe_until_its_file_starts(tmp_path: Path) -> None:
+    settings = Settings(public_url="http://127.0.0.1:9")
+    options = RecorderOptions(recording_id="r", meeting_id="m", sfu_url="http://127.0.0.1:9")
+    recorder = Recorder(settings, options, "token", LocalStorage(tmp_path / "store"))
+    video = TrackWriter(tmp_path / "v.spool", "v", "user", "camera", "video", "vp8", 90000, 0.0)
+    audio = TrackWriter(
+        tmp_path / "a.spool", "a", "user", "microphone", "audio", "opus", 48000, 0.0
+    )
+    recorder.writers.update({"v": video, "a": audio})
+    keyframe, delta = _video_frames("vp8", 2)
+    assert not recorder.awaiting_keyframe("a")  # audio starts with any frame
+    assert not recorder.awaiting_keyframe("unknown")
+    assert recorder.awaiting_keyframe("v")
+    assert not video.write(delta, 3000, 0.1)  # a lost keyframe: the delta is skipped
+    assert recorder.awaiting_keyframe("v")
+    assert video.write(keyframe, 6000, 0.2)
+    assert not recorder.awaiting_keyframe("v")
+    video.close()
+
+    # After a rejoin the same track id is a new stream with a writer of its own.
+    recorder._epoch += 1
+    assert not recorder.awaiting_keyframe("v")
+    again = TrackWriter(tmp_path / "v2.spool", "v", "user", "camera", "video", "vp8", 90000, 0.0)
+    recorder.writers["v#1"] = again
+    assert recorder.awaiting_keyframe("v")
+    recorder.stopping.set()
+    assert not recorder.awaiting_keyframe("v")  # stopping: nothing more to ask for

@@ -186,6 +186,22 @@ class Recorder:
 
     # --- receiving -------------------------------------------------------------------
 
+    def _writer_key(self, track_id: str) -> str:
+        # A track id seen again after a rejoin is a new stream: its RTP clock restarted.
+        return track_id if not self._epoch else f"{track_id}#{self._epoch}"
+
+    def awaiting_keyframe(self, track_id: str) -> bool:
+        """Whether the track's writer still waits for the keyframe its file must start
+        with (the subscriber asks the publisher again while it does)."""
+        writer = self.writers.get(self._writer_key(track_id))
+        return (
+            writer is not None
+            and writer.kind == "video"
+            and not writer.started
+            and not writer.closed
+            and not self.stopping.is_set()
+        )
+
     def on_track(self, remote: RemoteTrack, receiver: RTCRtpReceiver) -> None:
         if remote.source not in self.options.sources or remote.codec not in COPYABLE:
             if remote.codec not in COPYABLE:
@@ -202,9 +218,7 @@ class Recorder:
             clock_rate=CLOCK_RATES[remote.kind],
             t0=self.t0,
         )
-        # A track id seen again after a rejoin is a new stream: its RTP clock restarted.
-        key = remote.track_id if not self._epoch else f"{remote.track_id}#{self._epoch}"
-        self.writers[key] = writer
+        self.writers[self._writer_key(remote.track_id)] = writer
         self.metrics.tracks.set(len(self.writers))
 
         def sink(frame: bytes, timestamp: int) -> None:
@@ -338,7 +352,11 @@ class Recorder:
 
     def _subscriber(self, url: str) -> SfuSubscriber:
         return SfuSubscriber(
-            url, self.token, f"recorder-{self.options.recording_id}", self.on_track
+            url,
+            self.token,
+            f"recorder-{self.options.recording_id}",
+            self.on_track,
+            keyframe_wanted=self.awaiting_keyframe,
         )
 
     async def record(self) -> Outcome:

@@ -3,7 +3,9 @@
 It joins as a peer with its recorder media token, answers the SFU's subscriber offers
 (long-polled from ``/v1/peers/{id}/events``) with an aiortc connection whose receivers
 are tapped (``aiortc_hooks.tap_receiver``) so encoded frames go to the muxer and nothing
-is decoded, and asks for a keyframe when a video track starts. Called by ``session``.
+is decoded, and asks for a keyframe when a video track starts, again every
+``KEYFRAME_RETRY_SECONDS`` while the caller still waits for one. Called by ``session``
+and the live streamer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from konfer.sfu import aiortc_hooks as hooks
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 20
+# A keyframe lost on the way (a busy host dropping packets) would otherwise leave a video
+# track empty until the publisher happens to send the next one, which WebRTC encoders
+# only do when asked.
+KEYFRAME_RETRY_SECONDS = 1.0
+KEYFRAME_ATTEMPTS = 10
 
 
 class SfuGone(Exception):
@@ -48,13 +55,26 @@ class RemoteTrack:
 
 
 TrackHandler = Callable[[RemoteTrack, RTCRtpReceiver], None]
+KeyframeWanted = Callable[[str], bool]  # by track id: still waiting for a keyframe?
+
+
+def _never(track_id: str) -> bool:
+    return False
 
 
 class SfuSubscriber:
-    def __init__(self, base_url: str, token: str, peer_id: str, on_track: TrackHandler) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        peer_id: str,
+        on_track: TrackHandler,
+        keyframe_wanted: KeyframeWanted = _never,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.peer_id = peer_id
         self.on_track = on_track
+        self.keyframe_wanted = keyframe_wanted
         self.http = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}"},
@@ -155,9 +175,15 @@ class SfuSubscriber:
             task.add_done_callback(self._background.discard)
 
     async def keyframe(self, track_id: str) -> None:
-        """Ask the publisher (through the SFU) for a keyframe, so the file starts soon."""
-        with contextlib.suppress(httpx.HTTPError, SfuGone):
-            await self._call("POST", f"/v1/tracks/{track_id}/keyframe")
+        """Ask the publisher (through the SFU) for a keyframe, so the file starts soon,
+        and ask again while ``keyframe_wanted`` says the track still waits for one."""
+        for _ in range(KEYFRAME_ATTEMPTS):
+            with contextlib.suppress(httpx.HTTPError, SfuGone):
+                await self._call("POST", f"/v1/tracks/{track_id}/keyframe")
+            await asyncio.sleep(KEYFRAME_RETRY_SECONDS)
+            if not self.keyframe_wanted(track_id):
+                return
+        log.warning("no keyframe on track %s after %d requests", track_id, KEYFRAME_ATTEMPTS)
 
     def packet_loss(self) -> tuple[int, int]:
         """(lost, received) RTP packets over every receiver, from their RTCP statistics."""
@@ -169,6 +195,8 @@ class SfuSubscriber:
         return lost, received
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         with contextlib.suppress(Exception):
             await self.http.delete(f"/v1/peers/{self.peer_id}")
         if self.pc is not None:
