@@ -3,6 +3,7 @@ docs/benchmarks.md, where each benchmark owns one ``## `` section."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -50,3 +51,18 @@ def write_section(heading: str, text: str) -> None:
         updated = current.rstrip("\n") + "\n\n" + block
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(updated.rstrip("\n") + "\n")
+
+
+def processes() -> list[tuple[int, int, str, list[str]]]:
+    """(pid, ppid, comm, argv) of every process we may read."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            out.append((int(entry.name), ppid, comm, [a.decode(errors="replace") for a in argv]))
+    return out

@@ -43,7 +43,7 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import fresh_postgres_url, require_env, write_section
+from bench.common import fresh_postgres_url, processes, require_env, write_section
 
 from konfer.api.media import ops
 from tests import media_samples
@@ -71,15 +71,9 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
 
 def minio_pid(endpoint: str) -> int:
     """The MinIO server that ``scripts/with-services.sh`` started for ``endpoint``."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"minio") and endpoint.encode() in argv:
-            return int(proc.name)
+    for pid, _, comm, argv in processes():
+        if comm == "minio" and endpoint in argv:
+            return pid
     sys.exit(f"bench: no MinIO server process listens on {endpoint}")
 
 

@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python bench/signaling.py` puts bench/, not the root, first
     sys.path.insert(0, str(ROOT))
 
-from bench.common import DOC, fresh_postgres_url, require_env, write_section  # noqa: E402
+from bench.common import DOC, fresh_postgres_url, processes, require_env, write_section  # noqa: E402
 
 from tests.integration.replicas import Cluster, Replica, cluster, recv_type  # noqa: E402
 
@@ -113,21 +113,6 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def _processes() -> list[tuple[int, int, str, list[str]]]:
-    """(pid, ppid, comm, argv) of every process we may read."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            out.append((int(entry.name), ppid, comm, [a.decode(errors="replace") for a in argv]))
-    return out
-
-
 def _flag(argv: list[str], name: str) -> int | None:
     with contextlib.suppress(ValueError, IndexError):
         return int(argv[argv.index(name) + 1])
@@ -136,7 +121,7 @@ def _flag(argv: list[str], name: str) -> int | None:
 
 def service_pids(pg_port: int, redis_port: int) -> dict[str, list[int]]:
     """The PostgreSQL server (postmaster and its backends) and the Redis server we use."""
-    procs = _processes()
+    procs = processes()
     postmaster = [
         pid for pid, _, comm, argv in procs if comm == "postgres" and _flag(argv, "-p") == pg_port
     ]
