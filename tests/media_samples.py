@@ -133,3 +133,28 @@ def noise_wav(size: int) -> bytes:
     data = size - 44
     data -= data % 4
     return wav_header(data) + os.urandom(data)
+
+
+def video_packets(codec: str, n: int, size: tuple[int, int] = (176, 144)) -> list[bytes]:
+    """``n`` encoded VP8 or H.264 frames, the first a keyframe, for code that copies
+    frames without decoding them (the recorder)."""
+    enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
+    enc.width, enc.height = size
+    enc.pix_fmt = "yuv420p"
+    enc.time_base = Fraction(1, 90000)
+    enc.framerate = 30
+    enc.options = (
+        {"deadline": "realtime", "cpu-used": "8"}
+        if codec == "vp8"
+        else {"preset": "ultrafast", "tune": "zerolatency"}
+    )
+    out: list[bytes] = []
+    for i in range(n):
+        frame = av.VideoFrame(size[0], size[1], "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(i * 7) % 255]) * plane.buffer_size)
+        frame.pts = i * 3000
+        frame.time_base = enc.time_base
+        out += [bytes(p) for p in enc.encode(frame)]
+    out += [bytes(p) for p in enc.encode(None)]
+    return out

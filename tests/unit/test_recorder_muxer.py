@@ -11,29 +11,7 @@ import pytest
 
 from konfer.sfu.recorder import bitstream
 from konfer.sfu.recorder.muxer import TrackWriter, assemble, choose_format
-
-
-def _video_frames(codec: str, n: int, size: tuple[int, int] = (176, 144)) -> list[bytes]:
-    enc = av.CodecContext.create("libvpx" if codec == "vp8" else "libx264", "w")
-    enc.width, enc.height = size
-    enc.pix_fmt = "yuv420p"
-    enc.time_base = Fraction(1, 90000)
-    enc.framerate = 30
-    enc.options = (
-        {"deadline": "realtime", "cpu-used": "8"}
-        if codec == "vp8"
-        else {"preset": "ultrafast", "tune": "zerolatency"}
-    )
-    out: list[bytes] = []
-    for i in range(n):
-        frame = av.VideoFrame(size[0], size[1], "yuv420p")
-        for plane in frame.planes:
-            plane.update(bytes([(i * 7) % 255]) * plane.buffer_size)
-        frame.pts = i * 3000
-        frame.time_base = enc.time_base
-        out += [bytes(p) for p in enc.encode(frame)]
-    out += [bytes(p) for p in enc.encode(None)]
-    return out
+from tests import media_samples
 
 
 def _opus_frames(n: int) -> list[bytes]:
@@ -72,7 +50,7 @@ def test_tracks_are_copied_into_one_file_with_rtp_timing(
     t0 = time.monotonic()
     video = _writer(tmp_path, "v", "video", codec, t0)
     audio = _writer(tmp_path, "a", "audio", "opus", t0)
-    frames = _video_frames(codec, 60)
+    frames = media_samples.video_packets(codec, 60)
     base = 0xFFFF0000  # the RTP clock wraps during the recording
     # The first frame is not a keyframe: the writer waits for one.
     assert not video.write(frames[1], base, t0) or bitstream.is_keyframe(codec, frames[1])
@@ -98,7 +76,7 @@ def test_tracks_are_copied_into_one_file_with_rtp_timing(
 
 def test_video_only_h264_goes_into_mp4(tmp_path: Path) -> None:
     video = _writer(tmp_path, "v", "video", "h264", time.monotonic())
-    for i, f in enumerate(_video_frames("h264", 30)):
+    for i, f in enumerate(media_samples.video_packets("h264", 30)):
         video.write(f, i * 3000)
     video.close()
     result = assemble([video], tmp_path / "out", "mp4")
@@ -118,7 +96,7 @@ def test_mp4_request_with_vp8_is_never_transcoded_to_fit() -> None:
 @pytest.mark.parametrize("size", [(176, 144), (320, 240), (1280, 720), (642, 362)])
 def test_picture_size_is_read_from_keyframes_without_decoding(size: tuple[int, int]) -> None:
     for codec in ("vp8", "h264"):
-        first = _video_frames(codec, 1, size)[0]
+        first = media_samples.video_packets(codec, 1, size)[0]
         assert bitstream.is_keyframe(codec, first)
         assert bitstream.picture_size(codec, first) == size
 
@@ -134,7 +112,7 @@ def test_composed_recording_lays_out_every_camera_and_mixes_audio(
     for n in range(3):
         video = _writer(tmp_path, f"v{n}", "video", "vp8", t0)
         video.user_id = f"user{n}"
-        for i, f in enumerate(_video_frames("vp8", 45)):
+        for i, f in enumerate(media_samples.video_packets("vp8", 45)):
             video.write(f, i * 3000, t0 + n * 0.2)
         audio = _writer(tmp_path, f"a{n}", "audio", "opus", t0)
         audio.user_id = f"user{n}"
@@ -165,7 +143,7 @@ def test_a_track_is_placed_by_its_least_delayed_frame_not_its_first(tmp_path: Pa
     audio = _writer(tmp_path, "a", "audio", "opus", t0)
     # Both were sent from t0 + 1.0 for 2 s. The first 0.4 s of video reached the recorder
     # in one burst at t0 + 1.5; everything else arrived 10 ms after it was sent.
-    for i, f in enumerate(_video_frames("vp8", 60)):
+    for i, f in enumerate(media_samples.video_packets("vp8", 60)):
         sent = 1.0 + i / 30
         video.write(f, i * 3000, t0 + max(1.5, sent + 0.01) if i < 12 else t0 + sent + 0.01)
     for i, f in enumerate(_opus_frames(100)):
@@ -187,7 +165,7 @@ def test_trim_ends_every_track_at_the_stop_request(tmp_path: Path) -> None:
     t0 = time.monotonic()
     video = _writer(tmp_path, "v", "video", "vp8", t0)
     audio = _writer(tmp_path, "a", "audio", "opus", t0)
-    frames = _video_frames("vp8", 90)
+    frames = media_samples.video_packets("vp8", 90)
     for i, f in enumerate(frames):
         video.write(f, i * 3000, t0 + 0.5 + i / 30)
     for i, f in enumerate(_opus_frames(150)):

@@ -17,7 +17,7 @@ from konfer.sfu.recorder.session import (
     Reporter,
     write_termination_log,
 )
-from tests.unit.test_recorder_muxer import _video_frames
+from tests import media_samples
 
 
 def test_termination_log_is_one_json_line_the_operator_can_mirror(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_a_video_track_awaits_its_keyframe_until_its_file_starts(tmp_path:
         tmp_path / "a.spool", "a", "user", "microphone", "audio", "opus", 48000, 0.0
     )
     recorder.writers.update({"v": video, "a": audio})
-    keyframe, delta = _video_frames("vp8", 2)
+    keyframe, delta = media_samples.video_packets("vp8", 2)
     assert not recorder.awaiting_keyframe("a")  # audio starts with any frame
     assert not recorder.awaiting_keyframe("unknown")
     assert recorder.awaiting_keyframe("v")
