@@ -141,3 +141,27 @@ async def test_a_track_with_its_keyframe_asks_once_and_closing_ends_any_retry(
     await asyncio.sleep(0)
     assert all(task.cancelled() or task.done() for task in retries)
     assert not [t for t in retries if not t.cancelled() and t.exception() is not None]
+
+
+async def test_giving_up_on_a_keyframe_logs_what_the_track_received(
+    room: tuple[str, Keys, str, Participant],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(sfu_client, "KEYFRAME_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(sfu_client, "KEYFRAME_ATTEMPTS", 2)
+    caplog.set_level("WARNING", logger=sfu_client.__name__)
+    subscriber, tap, run = await _subscribe(room, lambda track_id: True)  # never satisfied
+    try:
+        assert await eventually(lambda: "no keyframe on track" in caplog.text, 15), caplog.text
+        (record,) = [r for r in caplog.records if "no keyframe" in r.getMessage()]
+        message = record.getMessage()
+        assert f"track {tap.video} after 2 requests" in message
+        # Media flowed, so the log tells a lost keyframe from a silent receiver.
+        assert "receiver started: True" in message, message
+        assert "transport: connected" in message, message
+        received = int(message.split("packets received: ")[1].split(",")[0])
+        assert received > 0, message
+        assert subscriber.receiver_state("unknown") == "no receiver"
+    finally:
+        await _stop(subscriber, run)

@@ -248,6 +248,12 @@ def _stream_spans(path: Path) -> dict[int, tuple[str, float, float]]:
     return spans
 
 
+def _recorder_log(replica: Replica) -> list[str]:
+    """The recorder's warnings so far (it logs into the replica's output)."""
+    lines = replica.log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "konfer.sfu.recorder" in line][-10:]
+
+
 async def _media_back(clients: list[Client], mid: str) -> None:
     """What the web client does on ``media-reconnect``: rejoin, then publish again."""
     for c in clients:
@@ -303,11 +309,12 @@ async def test_sfu_crash_pauses_the_recording_which_resumes_and_keeps_both_sides
         while len(resumed["tracks"]) < 8 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             resumed = await _status_until(api, host, rid, {"recording"}, 0)
-        # The new tracks are in; if not, whose are missing, and the recorder's counters
-        # (frames skipped while a video track waits for its keyframe, packets lost) say why.
+        # The new tracks are in; if not, whose are missing, the recorder's counters (frames
+        # skipped while a video track waits for its keyframe, packets lost) and its warnings
+        # (a silent track's receiver state) say why. A string: pytest shortens other objects.
         assert len(resumed["tracks"]) == 8, (
-            [(t["user_id"][:8], t["kind"]) for t in resumed["tracks"]],
-            resumed["quality_metrics"],
+            f"written: {[(t['user_id'][:8], t['kind']) for t in resumed['tracks']]}; "
+            f"quality: {resumed['quality_metrics']}; recorder log: {_recorder_log(replica)}"
         )
         await asyncio.sleep(1.5)  # then at least 1.5 s of the new tracks
 

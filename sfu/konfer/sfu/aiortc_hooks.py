@@ -358,6 +358,12 @@ def unhook_receiver(receiver: RTCRtpReceiver) -> None:
     receiver._handle_rtcp_packet = drop_rtcp  # type: ignore[method-assign]
 
 
+def receiver_started(receiver: RTCRtpReceiver) -> bool:
+    """Whether aiortc started the receiver: only a started one is registered with its
+    transport's RTP router, so packets for a receiver that never started are dropped."""
+    return bool(receiver._RTCRtpReceiver__started)  # type: ignore[attr-defined]
+
+
 def receiver_statistics(receiver: RTCRtpReceiver) -> dict[int, StreamStatistics]:
     """The per-SSRC statistics the receiver's RTCP loop reports upstream (shared dict)."""
     streams: dict[int, StreamStatistics] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]

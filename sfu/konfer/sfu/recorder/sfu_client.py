@@ -183,7 +183,24 @@ class SfuSubscriber:
             await asyncio.sleep(KEYFRAME_RETRY_SECONDS)
             if not self.keyframe_wanted(track_id):
                 return
-        log.warning("no keyframe on track %s after %d requests", track_id, KEYFRAME_ATTEMPTS)
+        log.warning(
+            "no keyframe on track %s after %d requests (%s)",
+            track_id,
+            KEYFRAME_ATTEMPTS,
+            self.receiver_state(track_id),
+        )
+
+    def receiver_state(self, track_id: str) -> str:
+        """What the receiver of a silent track saw, for the log: nothing sent by the SFU,
+        or packets that never reached the tap (a receiver aiortc did not start)."""
+        receiver = self.receivers.get(track_id)
+        if receiver is None:
+            return "no receiver"
+        packets = sum(int(s.packets_received) for s in hooks.receiver_statistics(receiver).values())
+        return (
+            f"receiver started: {hooks.receiver_started(receiver)}, packets received: "
+            f"{packets}, transport: {receiver.transport.state}"
+        )
 
     def packet_loss(self) -> tuple[int, int]:
         """(lost, received) RTP packets over every receiver, from their RTCP statistics."""
