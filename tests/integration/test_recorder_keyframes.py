@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiortc import RTCRtpReceiver
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 
 from konfer.sfu import aiortc_hooks as hooks
 from konfer.sfu.recorder import bitstream, sfu_client
@@ -163,5 +163,13 @@ async def test_giving_up_on_a_keyframe_logs_what_the_track_received(
         received = int(message.split("packets received: ")[1].split(",")[0])
         assert received > 0, message
         assert subscriber.receiver_state("unknown") == "no receiver"
+        # A receiver aiortc never started (no answer applied yet) reads as such.
+        idle = RTCPeerConnection()
+        try:
+            fresh = idle.addTransceiver("video", direction="recvonly").receiver
+            assert hooks.receiver_started(fresh) is False
+            assert hooks.receiver_started(subscriber.receivers[tap.video]) is True
+        finally:
+            await idle.close()
     finally:
         await _stop(subscriber, run)

@@ -196,20 +196,15 @@ class SfuSubscriber:
         receiver = self.receivers.get(track_id)
         if receiver is None:
             return "no receiver"
-        packets = sum(int(s.packets_received) for s in hooks.receiver_statistics(receiver).values())
         return (
             f"receiver started: {hooks.receiver_started(receiver)}, packets received: "
-            f"{packets}, transport: {receiver.transport.state}"
+            f"{_packets(receiver)[1]}, transport: {receiver.transport.state}"
         )
 
     def packet_loss(self) -> tuple[int, int]:
         """(lost, received) RTP packets over every receiver, from their RTCP statistics."""
-        lost = received = 0
-        for receiver in self.receivers.values():
-            for stream in hooks.receiver_statistics(receiver).values():
-                lost += max(int(stream.packets_lost), 0)
-                received += int(stream.packets_received)
-        return lost, received
+        counts = [_packets(receiver) for receiver in self.receivers.values()]
+        return sum(lost for lost, _ in counts), sum(received for _, received in counts)
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -220,3 +215,12 @@ class SfuSubscriber:
             with contextlib.suppress(Exception):
                 await self.pc.close()
         await self.http.aclose()
+
+
+def _packets(receiver: RTCRtpReceiver) -> tuple[int, int]:
+    """(lost, received) RTP packets of one receiver, from its RTCP statistics."""
+    lost = received = 0
+    for stream in hooks.receiver_statistics(receiver).values():
+        lost += max(int(stream.packets_lost), 0)
+        received += int(stream.packets_received)
+    return lost, received
