@@ -175,6 +175,7 @@ class Peer:
     subscriber_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     selection: set[str] | None = None  # track ids this peer receives; None: all
     offer_outstanding: bool = False
+    #: A change came after the last offer was taken: offer again once it is answered.
     renegotiate_again: bool = False
     renegotiation: asyncio.Task[None] | None = None
     #: Subscriber offers sent so far; the latest one's ``offer_id`` (answers echo it).
@@ -690,11 +691,18 @@ class Room:
                 self._schedule_renegotiation(other)
 
     def _schedule_renegotiation(self, peer: Peer) -> None:
-        """Offer on the peer's subscriber connection soon (changes in one turn coalesce)."""
+        """Offer on the peer's subscriber connection soon (changes in one turn coalesce).
+
+        A renegotiation already under way may have taken its offer before this change
+        (setting the offer gathers, and tracks arrive meanwhile), so it is told to offer
+        again once its offer is answered; it forgets that if it has not taken it yet.
+        """
         if peer.closed or peer.subscriber is None or self._closing:
             return
         if peer.renegotiation is None or peer.renegotiation.done():
             peer.renegotiation = asyncio.create_task(self._renegotiate(peer))
+        else:
+            peer.renegotiate_again = True
 
     async def _renegotiate(self, peer: Peer) -> None:
         await asyncio.sleep(0)
@@ -707,6 +715,7 @@ class Room:
                 return
             if not pc.getTransceivers():
                 return
+            peer.renegotiate_again = False  # this offer covers every change so far
             try:
                 await pc.setLocalDescription(await pc.createOffer())
                 if "subscriber" in peer.faults:
@@ -724,6 +733,13 @@ class Room:
             offer = pc.localDescription
             peer.pending_offer = sdp.SessionDescription.parse(offer.sdp)
             peer.pending_restart = peer.ice_restart
+            # Only the tracks this offer sends: one subscribed while it was being set
+            # has no m-line in it yet (the next offer brings it).
+            sending = {
+                m.rtp.muxId
+                for m in peer.pending_offer.media
+                if m.direction in ("sendonly", "sendrecv")
+            }
             message: dict[str, Any] = {
                 "type": "offer",
                 "pc": "subscriber",
@@ -732,6 +748,7 @@ class Room:
                 "tracks": [
                     {**self.track_info(s.track), "mid": s.transceiver.mid}
                     for s in peer.subscriptions.values()
+                    if s.transceiver.mid in sending
                 ],
             }
             if peer.ice_restart:
