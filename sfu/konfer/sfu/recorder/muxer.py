@@ -91,6 +91,7 @@ class TrackWriter:
     height: int = 0
     first_ts: int | None = None
     last_pts: int = -1
+    last_arrival: float | None = None  # monotonic time the last frame written arrived
     _ts_high: int = 0
     _ts_last: int | None = None
     _out: BinaryIO | None = None
@@ -106,6 +107,11 @@ class TrackWriter:
             return 0.0
         last = self.last_pts if self.end_pts is None else min(self.last_pts, self.end_pts)
         return max(last, 0) / self.clock_rate
+
+    @property
+    def end(self) -> float:
+        """Where the last frame written lies on the recording's timeline (s after t0)."""
+        return (self.offset or 0.0) + max(self.last_pts, 0) / self.clock_rate
 
     def trim(self, until: float) -> None:
         """End the track at ``until`` seconds after t0 (it keeps at least its first frame)."""
@@ -156,13 +162,15 @@ class TrackWriter:
         if pts <= self.last_pts:  # a publisher restarted its clock, or a stale frame
             self.stats.discontinuities += 1
             pts = self.last_pts + 1
-        sent = (arrived or time.monotonic()) - self.t0 - pts / self.clock_rate
+        arrived = arrived or time.monotonic()
+        sent = arrived - self.t0 - pts / self.clock_rate
         if self.offset is None or sent < self.offset:
             self.offset = sent
         key = bitstream.is_keyframe(self.codec, frame)
         assert self._out is not None
         self._out.write(_RECORD.pack(len(frame), pts, int(key)) + frame)
         self.last_pts = pts
+        self.last_arrival = arrived
         self.stats.frames += 1
         self.stats.bytes += len(frame)
         self.stats.keyframes += int(key)

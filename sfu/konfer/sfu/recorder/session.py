@@ -63,6 +63,9 @@ COPYABLE = {"vp8", "h264", "opus"}
 MAX_BACKOFF_SECONDS = 60.0
 #: How long before the recorder heard a stop the api's stop time may lie to be used.
 STOP_CUT_WINDOW_SECONDS = 5.0
+#: How long after a stop the recorder keeps receiving media sent before it, at most.
+STOP_DRAIN_SECONDS = 2.0
+STOP_DRAIN_POLL_SECONDS = 0.02
 EXIT_FAILED = 1
 EXIT_UPLOAD_FAILED = 3
 
@@ -156,6 +159,8 @@ class Recorder:
     first_frame: float | None = None
     phase: str = "pending"
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: No frame is written once set: after the stop and the media still on its way to it.
+    sealed: bool = False
     first_frame_seen: asyncio.Event = field(default_factory=asyncio.Event)
     subscriber: SfuSubscriber | None = None
     reporter: Reporter | None = None
@@ -222,7 +227,7 @@ class Recorder:
         self.metrics.tracks.set(len(self.writers))
 
         def sink(frame: bytes, timestamp: int) -> None:
-            if self.stopping.is_set():
+            if self.sealed:
                 return
             now = time.monotonic()
             if writer.write(frame, timestamp, now):
@@ -361,6 +366,7 @@ class Recorder:
 
     async def record(self) -> Outcome:
         self.spool.mkdir(parents=True, exist_ok=True)
+        heard: float | None = None  # when the recorder learned it should stop
         await self._send("pending")
         tasks = [
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
@@ -376,11 +382,17 @@ class Recorder:
             while subscriber is not None:
                 lost = await self._attend(subscriber)
                 if lost is None:
+                    heard = time.monotonic()
+                    if self.first_frame is not None:
+                        # The answer carries when the stop was asked for.
+                        await self._send("finalizing")
+                        await self._drain(heard)
                     break
                 subscriber = await self._rejoin(lost)
         finally:
-            stopped = time.monotonic()
+            stopped = heard or time.monotonic()
             self.stopping.set()
+            self.sealed = True
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -398,27 +410,71 @@ class Recorder:
                 "NO_MEDIA: nothing was published while the recorder was in the meeting"
             )
             return Outcome("failed", reason)
-        await self._send("finalizing")  # the answer carries when the stop was asked for
+        if self.phase != "finalizing":
+            await self._send("finalizing")  # the answer carries when the stop was asked for
         self._cut_at_stop_request(stopped)
         return await self.finalize()
+
+    def _stop_request_offset(self, heard: float) -> float | None:
+        """When the user asked to stop, in seconds after t0, if the api said so and it fits.
+
+        The api's clock is trusted only for a moment inside ``STOP_CUT_WINDOW_SECONDS``
+        before the recorder heard the stop, so a skewed clock or a stop from elsewhere
+        (meeting end, time limit) changes nothing.
+        """
+        if self.reporter is None or self.reporter.stop_at is None:
+            return None
+        until = self.reporter.stop_at - self.t0_wall
+        if heard - self.t0 - STOP_CUT_WINDOW_SECONDS <= until < heard - self.t0:
+            return until
+        return None
+
+    async def _drain(self, heard: float) -> None:
+        """Keep writing what was sent before the stop request and is still on its way.
+
+        Media reaches the recorder later than it was sent, by the network's and the
+        publishers' delay (most of a second on a busy node), so frames sent before the
+        user asked to stop may still be arriving when the recorder hears of it; the file
+        should hold them. Each track that was flowing is awaited until a frame from the
+        stop request on has arrived, for at most ``STOP_DRAIN_SECONDS``.
+        """
+        until = self._stop_request_offset(heard)
+        if until is None:
+            return
+        waiting = [
+            w
+            for w in self.writers.values()
+            if w.started
+            and not w.closed
+            and w.last_arrival is not None
+            and heard - w.last_arrival < STOP_DRAIN_SECONDS
+        ]
+        deadline = heard + STOP_DRAIN_SECONDS
+        while waiting := [w for w in waiting if w.end < until]:
+            if time.monotonic() >= deadline:
+                log.info(
+                    "%d track(s) did not reach the stop request within %.1f s",
+                    len(waiting),
+                    STOP_DRAIN_SECONDS,
+                )
+                return
+            await asyncio.sleep(STOP_DRAIN_POLL_SECONDS)
 
     def _cut_at_stop_request(self, stopped: float) -> None:
         """End the file when the user asked to stop, not when the recorder heard it.
 
         The request reaches the recorder through the api and a signal or a report answer,
         which takes from milliseconds to most of a second on a busy node; everything in
-        between would be recorded after the user's stop. The api's clock is trusted only
-        for a cut inside ``STOP_CUT_WINDOW_SECONDS`` before the recorder stopped, so a
-        skewed clock or a stop from elsewhere (meeting end, time limit) cuts nothing.
+        between would be recorded after the user's stop.
         """
-        if self.reporter is None or self.reporter.stop_at is None:
+        until = self._stop_request_offset(stopped)
+        if until is None:
             return
-        until = self.reporter.stop_at - self.t0_wall
-        heard = stopped - self.t0
-        if heard - STOP_CUT_WINDOW_SECONDS <= until < heard:
-            log.info("cutting the recording %.3f s before the stop was heard", heard - until)
-            for writer in self.writers.values():
-                writer.trim(until)
+        log.info(
+            "cutting the recording %.3f s before the stop was heard", stopped - self.t0 - until
+        )
+        for writer in self.writers.values():
+            writer.trim(until)
 
     async def _attend(self, subscriber: SfuSubscriber) -> str | None:
         """Receive from one SFU connection: None once stopped, else how it was lost."""
