@@ -115,6 +115,11 @@ async def test_two_browsers_meet_and_a_third_joins_through_another_replica(
         await host.page.wait_for_timeout(3000)
         await host.page.get_by_role("button", name="Stop recording").click()
         await expect(record).to_be_visible(timeout=30_000)
+        # The button turns back at once; the stop itself answers once the file is stored,
+        # and only then is the host told it is saved.
+        await expect(host.page.locator(".toast", has_text="Recording saved")).to_be_visible(
+            timeout=30_000
+        )
         await expect(guest.page.locator(".rec-indicator")).to_be_hidden(timeout=15_000)
         await recording_is_listed(host, meeting_id)
 
