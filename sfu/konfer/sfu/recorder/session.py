@@ -444,9 +444,8 @@ class Recorder:
         waiting = [
             w
             for w in self.writers.values()
-            if w.started
-            and not w.closed
-            and w.last_arrival is not None
+            if not w.closed
+            and w.last_arrival is not None  # a frame was written: the track started
             and heard - w.last_arrival < STOP_DRAIN_SECONDS
         ]
         deadline = heard + STOP_DRAIN_SECONDS
