@@ -348,16 +348,18 @@ def reading(r: dict[str, Any]) -> str:
     base, run = r["base"], r["run"]
     base_w, run_w = sum(r["base_writes"].values()), sum(r["run_writes"].values())
     return f"""Reading it: everything shares 2 cores, and kube-apiserver with etcd is the \
-busiest of the processes (about 1.1 to 1.3 cores in both runs, sampled from `/proc` by hand on \
-2026-11-21), so a run's latency follows the API writes it causes. Each Meeting's SFU \
-Deployment existed {run.pct(0.5, run.deployed):.1f} s after the create returned at p50, \
-{run.pct(0.99, run.deployed):.1f} s at p99; the rest, until the pod is Ready, is Kubernetes \
-running the Deployment while it serves {run_w / max(base_w, 1):.2f}x the baseline's writes \
-per object: the Meeting itself and kopf's last-handled-configuration annotation, its status, \
-and the Service's endpoints and endpoint slices. The baseline alone takes \
+busiest of the processes (kube-apiserver about 0.8 to 1.3 cores in both runs and etcd 0.1 to \
+0.2, sampled from `/proc` by hand on 2026-11-21 and each second on 2026-11-22, when the \
+operator itself used 0.2 to 0.5), so a run's latency follows the API writes it causes. Each \
+Meeting's SFU Deployment existed {run.pct(0.5, run.deployed):.1f} s after the create returned \
+at p50, {run.pct(0.99, run.deployed):.1f} s at p99; the rest, until the pod is Ready, is \
+Kubernetes running the Deployment while it serves {run_w / max(base_w, 1):.2f}x the baseline's \
+writes per object: the Meeting itself and kopf's last-handled-configuration annotation, its \
+status, and the Service's endpoints and endpoint slices. The baseline alone takes \
 {base.pct(0.99):.1f} s at p99 here, so no operator can meet the 5 s target on this machine; \
 the ratio is what the operator adds. Run to run, on this shared machine, p99 varies a \
-lot: baseline 6.7 to 9.5 s, operator 13.8 to 20.8 s over nine runs on 2026-11-21."""
+lot: baseline 6.7 to 9.5 s, operator 13.8 to 20.8 s over nine runs on 2026-11-21; baseline \
+5.0 to 5.6 s, operator 9.5 to 14.1 s over three runs on 2026-11-22."""
 
 
 def section(r: dict[str, Any]) -> str:
