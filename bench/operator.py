@@ -359,7 +359,7 @@ status, and the Service's endpoints and endpoint slices. The baseline alone take
 {base.pct(0.99):.1f} s at p99 here, so no operator can meet the 5 s target on this machine; \
 the ratio is what the operator adds. Run to run, on this shared machine, p99 varies a \
 lot: baseline 6.7 to 9.5 s, operator 13.8 to 20.8 s over nine runs on 2026-11-21; baseline \
-5.0 to 5.6 s, operator 9.5 to 14.1 s over three runs on 2026-11-22."""
+5.0 to 6.3 s, operator 9.5 to 14.1 s over four runs on 2026-11-22."""
 
 
 def section(r: dict[str, Any]) -> str:
