@@ -110,8 +110,8 @@ class TrackWriter:
 
     @property
     def end(self) -> float:
-        """Where the last frame written lies on the recording's timeline (s after t0)."""
-        return (self.offset or 0.0) + max(self.last_pts, 0) / self.clock_rate
+        """Where the track ends on the recording's timeline (s after t0), trim included."""
+        return (self.offset or 0.0) + self.duration
 
     def trim(self, until: float) -> None:
         """End the track at ``until`` seconds after t0 (it keeps at least its first frame)."""
