@@ -152,7 +152,7 @@ def children_of(pid: int) -> list[int]:
 
 
 def child_with_arg(arg: str) -> int:
-    """Our child process whose command line contains ``arg`` (the SFU, by its port)."""
+    """Our child process with ``arg`` as one of its arguments (the SFU, by its meeting id)."""
     for pid in children_of(os.getpid()):
         with contextlib.suppress(OSError):
             if arg.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
@@ -1244,7 +1244,7 @@ async def run_sfu(
     upkeep = None
     meeting = str(uuid.uuid4())
     async with sfu_process(keys, meeting) as base:
-        pid = child_with_arg(base.rsplit(":", 1)[1])
+        pid = child_with_arg(meeting)
         fleet = Fleet("sfu", base, meeting, workdir, clip)
         try:
             await fleet.add_publisher()
@@ -1266,7 +1266,7 @@ async def run_sfu(
             await fleet.close()
     meeting = str(uuid.uuid4())
     async with sfu_process(keys, meeting) as base:
-        pid = child_with_arg(base.rsplit(":", 1)[1])
+        pid = child_with_arg(meeting)
         fleet = Fleet("sfu", base, meeting, workdir, clip)
         try:
             await fleet.add_mesh(MESH)
