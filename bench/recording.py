@@ -55,7 +55,6 @@ from tests.integration.sfu_peers import (  # noqa: E402
     PatternVideo,
     ToneAudio,
     eventually,
-    free_port,
     gather_on_loopback,
     sfu_process,
 )
@@ -82,7 +81,7 @@ class Sink:
 
     def __init__(self) -> None:
         self.reports: list[tuple[float, dict[str, Any]]] = []
-        self.port = free_port()
+        self.port = 0  # the port the kernel gave the sink, once it is running
 
     async def report(self, request: Request) -> JSONResponse:
         self.reports.append((time.monotonic(), await request.json()))
@@ -99,10 +98,11 @@ class Sink:
             ]
         )
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="off")
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
         )
         task = asyncio.create_task(server.serve())
         assert await eventually(lambda: server.started, 10), "the status sink did not start"
+        self.port = server.servers[0].sockets[0].getsockname()[1]
         try:
             yield self
         finally:
@@ -131,18 +131,18 @@ async def run_recorder(
     token = keys.token(
         rid, meeting, can_publish=False, can_publish_sources=[], hidden=True, recorder=True
     )
-    env = {
-        **os.environ,
-        "KONFER_RECORDER_TOKEN": token,
-        "KONFER_RECORDER_CALLBACK_URL": f"http://127.0.0.1:{sink.port}",
-        "KONFER_DATA_DIR": str(workdir / "data"),
-        "KONFER_S3_ENDPOINT": "",
-        "KONFER_SFU_ICE_HOSTS": "127.0.0.1",
-        "KONFER_RECORDER_TERMINATION_LOG": str(workdir / "termination-log"),
-        "KONFER_JSON_LOGS": "false",
-        "KONFER_LOG_LEVEL": "WARNING",
-    }
     async with sink.running():
+        env = {
+            **os.environ,
+            "KONFER_RECORDER_TOKEN": token,
+            "KONFER_RECORDER_CALLBACK_URL": f"http://127.0.0.1:{sink.port}",
+            "KONFER_DATA_DIR": str(workdir / "data"),
+            "KONFER_S3_ENDPOINT": "",
+            "KONFER_SFU_ICE_HOSTS": "127.0.0.1",
+            "KONFER_RECORDER_TERMINATION_LOG": str(workdir / "termination-log"),
+            "KONFER_JSON_LOGS": "false",
+            "KONFER_LOG_LEVEL": "WARNING",
+        }
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "konfer.cli.main", "recorder",
             "--recording-id", rid, "--meeting-id", meeting, "--sfu-url", sfu, "--format", "webm",
