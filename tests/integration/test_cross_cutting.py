@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from konfer.core.keys import KeyRing
-from tests.conftest import ApiClient
+from tests.conftest import ApiClient, SettingsFactory
 
 
 async def test_unknown_route_uses_error_envelope(client: ApiClient) -> None:
@@ -162,3 +163,26 @@ async def test_openapi_describes_every_route(client: ApiClient) -> None:
         "/.well-known/jwks.json",
     ):
         assert path in paths
+
+
+@pytest.mark.parametrize("rate_limits", [False, True], ids=["limits-off", "limits-on"])
+async def test_a_request_never_inherits_the_previous_callers_identity(
+    make_settings: SettingsFactory, open_client: Any, rate_limits: bool
+) -> None:
+    """Per-request state (the claims the middleware verified for rate limiting, the caller
+    the dependencies resolved) stays with its request, also where the server hands every
+    request the same lifespan ``state`` (this test client's lifespan manager does)."""
+    settings = make_settings("sqlite", rate_limit_enabled=rate_limits)
+    async with open_client(settings) as client:
+        first = await client.signup()
+        second = await client.signup()
+        r = await client.get("/api/v1/users/me", headers=first["headers"])
+        assert r.json()["username"] == first["username"]
+        r = await client.get("/api/v1/users/me")
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "MISSING_TOKEN"
+        r = await client.get("/api/v1/users/me", headers={"Authorization": "Bearer garbage"})
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == "INVALID_TOKEN"
+        r = await client.get("/api/v1/users/me", headers=second["headers"])
+        assert r.json()["username"] == second["username"]

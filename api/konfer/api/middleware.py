@@ -94,7 +94,11 @@ class KonferMiddleware:
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id")
         request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
-        scope_state: MutableMapping[str, Any] = scope.setdefault("state", {})
+        # The request's own copy of the lifespan state, as the ASGI spec asks of servers:
+        # not every server copies it, and what is stored here (verified claims) must not
+        # outlive the request.
+        scope_state: MutableMapping[str, Any] = dict(scope.get("state") or {})
+        scope["state"] = scope_state
         scope_state["request_id"] = request_id
         path: str = scope["path"]
         status_holder = [500]
