@@ -7,9 +7,13 @@ types (``ExportTraceServiceRequest``), the way a collector does.
 from __future__ import annotations
 
 import gzip
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -127,3 +131,53 @@ async def test_tracing_stays_off_and_uninstrumented_without_an_endpoint(
         await client.signup()
         assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
     assert receiver.spans == []
+
+
+GLOBAL_PROVIDER_SCRIPT = """
+import asyncio, json, sys, tempfile
+
+import httpx
+from asgi_lifespan import LifespanManager
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from konfer.api.app import create_app
+from konfer.core.settings import Settings
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)  # what OpenTelemetry's auto-instrumentation does
+
+
+async def main() -> None:
+    settings = Settings(
+        _env_file=None, data_dir=tempfile.mkdtemp(), sfu_enabled=False, json_logs=False
+    )
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/api/v1/users/health")).status_code == 200
+            assert (await client.get("/api/v1/users/me")).status_code == 401
+    print(json.dumps([span.name for span in exporter.get_finished_spans()]))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_global_provider_gets_no_second_set_of_request_spans(tmp_path: Path) -> None:
+    """FastAPI has OpenTelemetry of its own, on whenever a global provider is set (as
+    auto-instrumentation does); the api turns it off, since its traces come from
+    KONFER_OTLP_ENDPOINT and its metrics from Prometheus, and two instrumentations would
+    report every request twice."""
+    script = tmp_path / "global_provider.py"
+    script.write_text(GLOBAL_PROVIDER_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -289,6 +289,10 @@ def create_app(
         version="0.1.0",
         description="Self-hosted video meetings: identity, meetings, signaling, media and AI.",
         lifespan=lifespan,
+        # Traces come from ``konfer.api.tracing`` (KONFER_OTLP_ENDPOINT) and metrics from
+        # prometheus-client; FastAPI's own OpenTelemetry would duplicate both wherever a
+        # global provider is set, and checks the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "auto_configure": False},
     )
     tracing = install_tracing(app, settings)  # KONFER_OTLP_ENDPOINT; None when unset
     install_error_handlers(app)

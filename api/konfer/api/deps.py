@@ -109,24 +109,40 @@ async def load_principal(
     return Principal(user=user, session_id=claims.session_id)
 
 
+_PRINCIPAL = "konfer.principal"
+
+
 async def current_principal(request: Request) -> Principal:
-    """Resolved on every authenticated request, so it asks for nothing it can avoid: no
+    """The caller, resolved once per request whichever dependency below asks first.
+
+    Every authenticated request runs this, so it asks for nothing it can avoid: no
     sub-dependencies, and a database session only when the cache does not know the
-    caller (the row it loads is detached afterwards; ``SessionUser`` re-attaches it)."""
+    caller (the row it loads is detached afterwards; ``SessionUser`` re-attaches it).
+    """
+    scope = request.scope  # one per request, unlike a lifespan ``state`` a server may share
+    resolved: Principal | None = scope.get(_PRINCIPAL)
+    if resolved is not None:
+        return resolved
     state: AppState = request.app.state.konfer
     claims = claims_of(request, state)
     known = state.auth_cache.get(claims.user_id, claims.session_id)
     if known is not None:
-        return Principal(user=known, session_id=claims.session_id)
-    async with state.sessionmaker() as session:
-        return await load_principal(session, claims, state.auth_cache)
+        resolved = Principal(user=known, session_id=claims.session_id)
+    else:
+        async with state.sessionmaker() as session:
+            resolved = await load_principal(session, claims, state.auth_cache)
+    scope[_PRINCIPAL] = resolved
+    return resolved
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
+# The dependencies below call ``current_principal`` rather than depend on it: FastAPI
+# spends about as much CPU on one more level of dependencies as the cached check costs.
 
-async def current_user(principal: CurrentPrincipal) -> User:
-    return principal.user
+
+async def current_user(request: Request) -> User:
+    return (await current_principal(request)).user
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -148,7 +164,8 @@ async def session_user(principal: CurrentPrincipal, session: SessionDep) -> User
 SessionUser = Annotated[User, Depends(session_user)]
 
 
-async def admin_user(principal: CurrentPrincipal) -> User:
+async def admin_user(request: Request) -> User:
+    principal = await current_principal(request)
     if not principal.is_admin:
         raise InsufficientPermissions()
     return principal.user

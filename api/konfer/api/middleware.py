@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -93,7 +93,10 @@ class KonferMiddleware:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         incoming = headers.get("x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        if incoming and _REQUEST_ID_OK.match(incoming):
+            request_id = incoming
+        else:  # 128 random bits as 32 hex digits, as uuid4().hex gave, at a fifth of its CPU
+            request_id = os.urandom(16).hex()
         # The request's own copy of the lifespan state, as the ASGI spec asks of servers:
         # not every server copies it, and what is stored here (verified claims) must not
         # outlive the request.
