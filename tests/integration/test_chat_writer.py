@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from konfer.api.db.models import ChatMessage
+from konfer.api.db.models import ChatMessage, Meeting, Participant
 from konfer.api.signaling.chatstore import ChatRefused, ChatWriter
+from konfer.core.timeutil import utcnow
 from tests.conftest import ApiClient
 
 pytestmark = pytest.mark.integration
@@ -114,3 +116,153 @@ async def test_chat_in_an_ended_meeting_is_refused_as_invalid_room(client: ApiCl
     with pytest.raises(ChatRefused) as refused:
         await _writer(client).post(meeting_id, uuid.UUID(host["user_id"]), "too late")
     assert refused.value.code == "INVALID_ROOM"
+
+
+# -- the one-statement path against the rules in Python ----------------------------------
+
+STATUSES = ("scheduled", "in_progress", "ended")
+# What a meeting's stored settings may hold for chat: absent, the booleans the api writes,
+# and values only a hand-edited row holds (the rules read anything but a boolean as on).
+CHAT_SETTINGS: tuple[tuple[str, Any], ...] = (
+    ("absent", None),
+    ("on", True),
+    ("off", False),
+    ("text false", "false"),
+    ("zero", 0),
+    ("json null", "null"),
+    ("unreadable", "maybe"),
+)
+MEMBERSHIPS = ("none", "invited", "joined", "left")
+
+
+def _expected(status: str, chat: Any, membership: str) -> str | None:
+    """The code ``meetings.check_can_post`` gives a socket chat, or None when it allows it."""
+    if status == "ended":
+        return "INVALID_ROOM"
+    if chat is False:
+        return "CHAT_DISABLED"
+    if membership != "joined":
+        return "UNAUTHORIZED"
+    return None
+
+
+async def _combinations(
+    client: ApiClient, user_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str | None, str]]:
+    """One meeting per combination of what the rules look at: (id, expected code, label)."""
+    now = utcnow()
+    made: list[tuple[uuid.UUID, str | None, str]] = []
+    async with client.app.state.konfer.sessionmaker() as session:
+        for status in STATUSES:
+            for chat_label, chat in CHAT_SETTINGS:
+                for membership in MEMBERSHIPS:
+                    settings: dict[str, Any] = {}
+                    if chat_label == "json null":
+                        settings["enable_chat"] = None
+                    elif chat_label != "absent":
+                        settings["enable_chat"] = chat
+                    meeting = Meeting(
+                        id=uuid.uuid4(),
+                        title=f"{status}/{chat_label}/{membership}",
+                        creator_id=user_id,
+                        start_time=now,
+                        end_time=now + timedelta(hours=1),
+                        settings=settings,
+                        status=status,
+                    )
+                    session.add(meeting)
+                    if membership != "none":
+                        session.add(
+                            Participant(
+                                meeting_id=meeting.id,
+                                user_id=user_id,
+                                joined_at=None if membership == "invited" else now,
+                                left_at=now if membership == "left" else None,
+                            )
+                        )
+                    made.append((meeting.id, _expected(status, chat, membership), meeting.title))
+        await session.commit()
+    return made
+
+
+async def _stored(client: ApiClient, meeting_id: uuid.UUID) -> list[str]:
+    async with client.app.state.konfer.sessionmaker() as session:
+        found = await session.scalars(
+            select(ChatMessage.message).where(ChatMessage.meeting_id == meeting_id)
+        )
+        return sorted(found.all())
+
+
+def _outcome(result: ChatMessage | BaseException) -> str | None:
+    if isinstance(result, ChatRefused):
+        return result.code
+    assert isinstance(result, ChatMessage), repr(result)
+    return None
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["one by one", "one batch"])
+async def test_every_combination_the_rules_look_at_is_stored_or_refused_as_they_say(
+    client: ApiClient, together: bool
+) -> None:
+    user = await client.signup()
+    user_id = uuid.UUID(user["user_id"])
+    combos = await _combinations(client, user_id)
+    writer = _writer(client)
+
+    async def post(meeting_id: uuid.UUID) -> ChatMessage | BaseException:
+        try:
+            return await writer.post(meeting_id, user_id, "hello")
+        except ChatRefused as refused:
+            return refused
+
+    if together:
+        # Without the setting PostgreSQL cannot read, which sends a whole batch to the
+        # rules in Python (tested below): here the statement judges a mixed batch.
+        combos = [c for c in combos if "/unreadable/" not in c[2]]
+        results = await asyncio.gather(*(post(m) for m, _, _ in combos))
+    else:
+        results = [await post(m) for m, _, _ in combos]
+
+    for (meeting_id, expected, label), result in zip(combos, results, strict=True):
+        assert _outcome(result) == expected, label
+        assert await _stored(client, meeting_id) == ([] if expected else ["hello"]), label
+
+
+async def test_allowed_chats_are_stored_without_the_rules_in_python(client: ApiClient) -> None:
+    host, guest = await client.signup(), await client.signup()
+    meeting_id = await _meeting(client, host)
+    await _join(client, host, meeting_id)
+    await _join(client, guest, meeting_id)
+    writer = _writer(client)
+    checked = writer.checked
+    senders = [uuid.UUID(host["user_id"]), uuid.UUID(guest["user_id"])]
+
+    await writer.post(meeting_id, senders[0], "lone")
+    await asyncio.gather(*(writer.post(meeting_id, senders[i % 2], f"m{i}") for i in range(20)))
+
+    assert writer.checked == checked
+    assert await _stored(client, meeting_id) == sorted(["lone", *(f"m{i}" for i in range(20))])
+
+
+async def test_a_setting_the_statement_cannot_read_leaves_the_batch_to_the_rules(
+    client: ApiClient,
+) -> None:
+    """PostgreSQL cannot cast "maybe" to a boolean: the whole batch is judged in Python,
+    which reads it as on, and nothing of the batch is lost or stored twice."""
+    user = await client.signup()
+    user_id = uuid.UUID(user["user_id"])
+    combos = await _combinations(client, user_id)
+    odd = next(m for m, _, label in combos if label == "in_progress/unreadable/joined")
+    plain = next(m for m, _, label in combos if label == "in_progress/on/joined")
+    writer = _writer(client)
+    checked = writer.checked
+
+    rows = await asyncio.gather(
+        writer.post(odd, user_id, "odd"), writer.post(plain, user_id, "plain")
+    )
+
+    assert [r.message for r in rows] == ["odd", "plain"]
+    if client.app.state.konfer.engine.dialect.name == "postgresql":
+        assert writer.checked - checked == 2  # SQLite's JSON reads it as a value, not a cast
+    assert await _stored(client, odd) == ["odd"]
+    assert await _stored(client, plain) == ["plain"]

@@ -137,7 +137,7 @@ async def build_state(settings: Settings, passwords: PasswordHasher | None = Non
         bus=bus,
         replica_id=f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
         hub=SignalingHub(bus, presence, NoMediaRouter(), metrics, settings.presence_ttl_seconds),
-        chat=ChatWriter(sessionmaker),
+        chat=ChatWriter(engine, sessionmaker),
         sfu_runtime=None,
         auth_cache=auth_cache,
     )
