@@ -27,7 +27,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Insert, Table, bindparam, insert, select, union_all
 from sqlalchemy.exc import DataError
@@ -172,10 +172,18 @@ class ChatWriter:
 
     async def _store_allowed(self, rows: list[ChatMessage]) -> set[uuid.UUID]:
         """Ids of the rows the one-statement path stored (committed on return)."""
-        statement = self._statements.get(len(rows))
+        # Sizes are rounded up to a power of two, so that a replica builds, compiles and
+        # has PostgreSQL prepare at most nine statements (1 to 256 rows), not one per
+        # batch size it meets: a new size costs milliseconds, paid just as load rises.
+        # The padding rows name no meeting, so the join leaves them out.
+        size = 1 << (len(rows) - 1).bit_length()
+        statement = self._statements.get(size)
         if statement is None:
-            statement = self._statements[len(rows)] = _insert_allowed(len(rows))
-        params = {f"{c}_{i}": getattr(row, c) for i, row in enumerate(rows) for c in _COLUMNS}
+            statement = self._statements[size] = _insert_allowed(size)
+        params: dict[str, Any] = {
+            f"{c}_{i}": getattr(row, c) for i, row in enumerate(rows) for c in _COLUMNS
+        }
+        params.update((f"{c}_{i}", None) for i in range(len(rows), size) for c in _COLUMNS)
         async with self._autocommit.connect() as conn:
             return set((await conn.execute(statement, params)).scalars())
 
