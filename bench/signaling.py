@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -352,10 +353,18 @@ async def run_step(
 ) -> Step:
     recorder.received[step] = []
     await wait_quiet(meter)
-    meter.start()
-    sent = await pace(send, rate, count, str(step))
-    await drain(recorder, step, count * receivers)
-    cpu, wall, other = meter.stop()
+    # The generator's own cyclic garbage collector is off while it measures: with the
+    # receipts it keeps, its full collections paused it for 64 to 165 ms at a time
+    # mid-step, which the latency would charge to the product. Collected before each step.
+    gc.collect()
+    gc.disable()
+    try:
+        meter.start()
+        sent = await pace(send, rate, count, str(step))
+        await drain(recorder, step, count * receivers)
+        cpu, wall, other = meter.stop()
+    finally:
+        gc.enable()
     rows = recorder.received[step]
     unique = {(seq, who) for seq, _, who in rows}
     latencies = sorted((t - sent[seq]) / 1e6 for seq, t, _ in rows)
@@ -926,6 +935,31 @@ writes) unchanged. Storing chats (`ChatWriter`, against PostgreSQL, CPU of the w
 process): a lone chat from 3.1 to 3.4 ms to 2.0 ms per batch, three chats from 3.5 to 4.4
 ms to 2.2 to 2.3 ms.
 
+One statement instead of a session's query, INSERT and COMMIT, measured by hand on
+2026-11-22: a lone chat stored by the api's code in process against PostgreSQL (1,000
+in a row, two rounds) took 1.13 and 1.48 ms of CPU and 1.43 and 1.79 ms of wall time
+per chat through the session, 0.45 and 0.47 ms of CPU and 0.55 and 0.61 ms of wall time
+as one statement. This benchmark, the runs before and after on the same machine: at 500
+msg/s p50 23.1 to 5.8 ms, p99 132 to 44 ms, 3.79 to 3.29 ms of CPU per chat message for
+all processes (replicas 1.15 to 0.95 each, PostgreSQL 0.35 to 0.34), cores busy 1.87 to
+1.63; at 400 msg/s p99 34.9 to 17.9 ms.
+
+Where the p99 at 500 msg/s came from, measured by hand on 2026-11-22: in three 6 s steps
+at 500 msg/s in a row (the worst delivery of each message in 250 ms windows), most
+windows' worst delivery was 10 to 25 ms and one or two a step reached 45 to 120 ms, at no
+fixed time, so a step's p99 moved between 20.6 and 94.6 ms across runs. A `gc.callbacks`
+probe in the generator showed its own full collections (of the receipts it keeps)
+pausing it for 64 to 165 ms, and its middle-generation ones for 5 to 7 ms, several times a
+step. The generator now measures with its collector off (above); the next run, on the
+same code: p99 12.7 ms (max 20.5 ms) at 500 msg/s, where the run before it had 65.4 ms.
+
+Two things tried that day did not help and were left out: writing every message the bus
+hands over in one turn of the event loop with one write per socket (3.44 ms of CPU per
+chat message against 3.29 ms in the run before it), and a lighter WebSocket client for
+the generator (`websockets`' asyncio client, its sans-I/O protocol and aiohttp each spend
+8 to 10 µs per received message read in bulk; here each delivery is its own wake-up and
+`recv`).
+
 Run-to-run spread, also observed by hand: on this virtual machine, clean runs (other
 processes under 0.05 cores) on 2026-11-21 spent between 4.5 and 5.6 ms of CPU per chat
 message at 500 msg/s, so the ceiling moved between about 360 and 440 msg/s. Compare
@@ -969,7 +1003,10 @@ websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {rep
   {WARMUP_MESSAGES}-message warm-up at {WARMUP_RATE}/s. Every socket, the sender's own
   included, receives every chat, so one message/s is {USERS} deliveries/s. Latency is
   receive time minus send time on the generator's one `perf_counter_ns` clock, so it
-  includes the generator's own queueing. A step ends when every delivery has arrived, or
+  includes the generator's own queueing. The generator's cyclic garbage collector is off
+  during each step and run before it: with the receipts it keeps, its full collections
+  paused it for 64 to 165 ms at a time (measured), which the latency would have charged to
+  the product. A step ends when every delivery has arrived, or
   when none has for {DRAIN_IDLE_S:g} s; "Lost" counts deliveries that never came. A rate
   is *sustained* when it was offered and at least {SUSTAINED:.0%} of it reached all
   {USERS} sockets over the step (first send to last delivery); above that, a backlog grows
@@ -978,9 +1015,11 @@ websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {rep
   waits (up to {QUIET_WAIT_S:g} s) until processes outside it use under
   {FOREIGN_WARN_CORES:g} cores; the CPU table shows what they used during the step.
 - The product path stores every chat in PostgreSQL before it fans out, by group commit
-  (`konfer.api.signaling.chatstore.ChatWriter`: chats that arrive while a batch commits
-  go together in the next one, with one query checking the senders' membership under the
-  REST route's rules, one INSERT and one COMMIT; a lone chat is written at once), then
+  (`konfer.api.signaling.chatstore.ChatWriter`: chats that arrive while a batch is
+  written go together in the next one; a lone chat is written at once), each batch by one
+  autocommit `INSERT ... SELECT` that joins every row to its meeting and its sender's
+  membership and keeps those the REST route's rules allow (rows it leaves out are judged
+  by those rules in Python, for the sender's error code), then
   publishes it once on Redis. Each replica's one bus reader encodes it into one WebSocket
   frame and writes those bytes to each of its {USERS // 2} sockets
   (`konfer.api.signaling.wire`); a socket whose transport is full, or that has messages
