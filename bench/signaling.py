@@ -950,8 +950,11 @@ windows' worst delivery was 10 to 25 ms and one or two a step reached 45 to 120 
 fixed time, so a step's p99 moved between 20.6 and 94.6 ms across runs. A `gc.callbacks`
 probe in the generator showed its own full collections (of the receipts it keeps)
 pausing it for 64 to 165 ms, and its middle-generation ones for 5 to 7 ms, several times a
-step. The generator now measures with its collector off (above); the next run, on the
-same code: p99 12.7 ms (max 20.5 ms) at 500 msg/s, where the run before it had 65.4 ms.
+step. The generator now measures with its collector off (above). Four runs that way on
+the same code: p99 at 500 msg/s 12.7, 25.3 (the one written here), 30.2 and 39.0 ms,
+with the benchmark's processes spending 3.11, 3.53, 3.58 and 3.75 ms of CPU per chat
+message (1.54 to 1.86 of the 2 cores busy): the p99 follows how much CPU a message costs
+on the machine that day, and the target sits at the edge of what these 2 cores give.
 
 Two things tried that day did not help and were left out: writing every message the bus
 hands over in one turn of the event loop with one write per socket (3.44 ms of CPU per
