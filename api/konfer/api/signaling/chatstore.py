@@ -55,7 +55,7 @@ _MEMBERS = (
 )
 _CHATS = cast(Table, ChatMessage.__table__)
 _MEETINGS = cast(Table, Meeting.__table__)
-_MEMBERS_TABLE = cast(Table, Participant.__table__)
+_PARTICIPANTS = cast(Table, Participant.__table__)
 _INSERT = insert(_CHATS)
 _COLUMNS = ("id", "meeting_id", "user_id", "message", "created_at")
 
@@ -76,16 +76,16 @@ def _insert_allowed(size: int) -> Insert:
         select(*(given.c[c] for c in _COLUMNS))
         .select_from(
             given.join(_MEETINGS, _MEETINGS.c.id == given.c.meeting_id).join(
-                _MEMBERS_TABLE,
-                (_MEMBERS_TABLE.c.meeting_id == given.c.meeting_id)
-                & (_MEMBERS_TABLE.c.user_id == given.c.user_id),
+                _PARTICIPANTS,
+                (_PARTICIPANTS.c.meeting_id == given.c.meeting_id)
+                & (_PARTICIPANTS.c.user_id == given.c.user_id),
             )
         )
         .where(
             _MEETINGS.c.status != MeetingStatus.ended.value,
             _MEETINGS.c.settings["enable_chat"].as_boolean().is_not(False),
-            _MEMBERS_TABLE.c.joined_at.is_not(None),
-            _MEMBERS_TABLE.c.left_at.is_(None),
+            _PARTICIPANTS.c.joined_at.is_not(None),
+            _PARTICIPANTS.c.left_at.is_(None),
         )
     )
     return insert(_CHATS).from_select(_COLUMNS, allowed).returning(_CHATS.c.id)
