@@ -46,9 +46,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import picows
 import psycopg
 import uvloop
 import websockets
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from websockets.asyncio.client import ClientConnection
@@ -86,6 +88,9 @@ TARGET_P99_MS = 25.0
 GIB = 1024**3
 PASSWORD = "bench-password-123"
 PONG = json.dumps({"type": "pong"})
+PONG_BYTES = PONG.encode()
+# What websockets (and browsers) offer; the replicas decline it.
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"
 # On top of tests/integration/replicas.py's: presence TTL at its default (not the tests'
 # 2 s), and no SFU process per meeting: this measures signaling, not media.
 REPLICA_ENV = {"KONFER_PRESENCE_TTL_SECONDS": "120", "KONFER_SFU_ENABLED": "false"}
@@ -234,10 +239,13 @@ async def rest_join(client: httpx.AsyncClient, user: User, meeting_id: str) -> N
     expect(await client.post(f"/api/v1/meetings/{meeting_id}/join", headers=user.headers), 200)
 
 
-def deflate_negotiated(ws: ClientConnection) -> bool:
+def deflate_accepted(response_headers: Any) -> bool:
     """Whether the server accepted the permessage-deflate the client offered."""
-    headers = ws.response.headers if ws.response is not None else {}
-    return "permessage-deflate" in headers.get("Sec-WebSocket-Extensions", "")
+    return "permessage-deflate" in response_headers.get("Sec-WebSocket-Extensions", "")
+
+
+def deflate_negotiated(ws: ClientConnection) -> bool:
+    return deflate_accepted(ws.response.headers if ws.response is not None else {})
 
 
 async def open_joined(
@@ -435,69 +443,113 @@ async def bare_steps(redis_url: str, rates: Sequence[int], meter: CpuMeter) -> l
 # -- chat fan-out ------------------------------------------------------------------------
 
 
-async def chat_receiver(ws: ClientConnection, who: int, recorder: Recorder) -> None:
-    try:
-        async for raw in ws:
-            now = time.perf_counter_ns()
-            msg = json.loads(raw)
-            kind = msg.get("type")
-            if kind == "chat":
-                step, seq = msg["message"].split(":")
-                recorder.received[int(step)].append((int(seq), now, who))
-            elif kind == "ping":
-                await ws.send(PONG)
-            elif kind == "error":
-                recorder.errors.append(str(msg.get("code")))
-    except ConnectionClosed as exc:
-        recorder.closed.append(f"{exc.rcvd.code if exc.rcvd else 'abnormal'}")
+class ChatListener(picows.WSListener):
+    """One room socket's receiving side, called by the event loop for each frame.
+
+    Why not the ``websockets`` client the tests use: the generator receives all 50
+    deliveries of every chat on the same 2 cores as the product, and a task woken per
+    message (``async for`` over a connection) cost it 16 to 21 µs of CPU per delivery, a
+    third of everything a chat cost at 500 msg/s. picows parses frames in C and calls this
+    straight from the socket's read callback, with no task or future per message.
+    """
+
+    def __init__(self, who: int, recorder: Recorder) -> None:
+        super().__init__()
+        self.who = who
+        self.recorder = recorder
+        self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        now = time.perf_counter_ns()
+        if frame.msg_type is not WSMsgType.TEXT:
+            if frame.msg_type is WSMsgType.CLOSE:
+                self.recorder.closed.append(str(frame.get_close_code()))
+                transport.disconnect()
+            return  # the library answers pings itself
+        if not frame.fin:  # the replicas send every message as one frame
+            self.recorder.errors.append("fragmented frame")
+            return
+        msg = json.loads(frame.get_payload_as_bytes())
+        kind = msg.get("type")
+        if kind == "chat":
+            step, seq = msg["message"].split(":")
+            self.recorder.received[int(step)].append((int(seq), now, self.who))
+        elif kind == "ping":
+            transport.send(WSMsgType.TEXT, PONG_BYTES)
+        elif kind == "joined":
+            if not self.joined.done():
+                self.joined.set_result(None)
+        elif kind == "error":
+            self.recorder.errors.append(str(msg.get("code")))
+            if not self.joined.done():
+                self.joined.set_exception(RuntimeError(f"join refused: {msg}"))
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.joined.done():
+            self.joined.set_exception(ConnectionError("socket closed before joined"))
 
 
 @dataclass
 class Room:
     meeting_id: str
-    sockets: list[ClientConnection]
-    senders: list[ClientConnection]  # alternating between the replicas
-    tasks: list[asyncio.Task[None]]
+    sockets: list[WSTransport]
+    senders: list[WSTransport]  # alternating between the replicas
     recorder: Recorder
 
     @property
     def deflate(self) -> bool:
-        return deflate_negotiated(self.sockets[0])
+        return any(deflate_accepted(ws.response.headers) for ws in self.sockets)
+
+    async def send_chat(self, seq: int, text: str) -> None:
+        """Chat ``text`` from the senders in turn."""
+        ws = self.senders[seq % len(self.senders)]
+        ws.send(WSMsgType.TEXT, json.dumps({"type": "chat", "message": text}).encode())
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        for ws in self.sockets:
+            ws.send_close(WSCloseCode.OK)
+            ws.disconnect()
+        await asyncio.gather(*(ws.wait_disconnected() for ws in self.sockets))
 
 
-async def open_room(
-    replicas: Sequence[Replica], users: Sequence[User], meeting_id: str, compression: Compression
-) -> Room:
+async def open_listening(
+    replica: Replica, user: User, meeting_id: str, who: int, recorder: Recorder
+) -> WSTransport:
+    """A joined room socket that offers permessage-deflate as browsers do."""
+    transport, listener = await picows.ws_connect(
+        lambda: ChatListener(who, recorder),
+        replica.ws_url(user.token),
+        extra_headers={"Sec-WebSocket-Extensions": DEFLATE_OFFER},
+        websocket_handshake_timeout=60,
+    )
+    assert isinstance(listener, ChatListener)
+    transport.send(WSMsgType.TEXT, json.dumps({"type": "join", "room_id": meeting_id}).encode())
+    await asyncio.wait_for(listener.joined, 30)
+    return transport
+
+
+async def open_room(replicas: Sequence[Replica], users: Sequence[User], meeting_id: str) -> Room:
     """One socket per user, users split evenly over the replicas, all joined."""
     placed = [(replicas[i * len(replicas) // len(users)], u) for i, u in enumerate(users)]
-    sockets = await bounded(
-        OPEN_CONCURRENCY, [open_joined(r, u, meeting_id, compression) for r, u in placed]
-    )
-    half = len(sockets) // len(replicas)
-    senders = [
-        sockets[r * half + i] for i in range(SENDERS_PER_REPLICA) for r in range(len(replicas))
-    ]
     recorder = Recorder()
-    tasks = [
-        asyncio.create_task(chat_receiver(ws, who, recorder)) for who, ws in enumerate(sockets)
-    ]
-    return Room(meeting_id, sockets, senders, tasks, recorder)
+    sockets = await bounded(
+        OPEN_CONCURRENCY,
+        [open_listening(r, u, meeting_id, who, recorder) for who, (r, u) in enumerate(placed)],
+    )
+    room = Room(meeting_id, sockets, [], recorder)
+    if room.deflate:
+        raise RuntimeError("a replica accepted permessage-deflate, which this client cannot read")
+    half = len(sockets) // len(replicas)
+    per_replica = min(SENDERS_PER_REPLICA, half)
+    room.senders = [sockets[r * half + i] for i in range(per_replica) for r in range(len(replicas))]
+    return room
 
 
 async def fanout_steps(room: Room, rates: Sequence[int], meter: CpuMeter) -> list[Step]:
     """Rates in ascending order; once one is not sustained, only the highest still runs:
     the rates in between would only queue up a longer backlog."""
-
-    async def send(seq: int, text: str) -> None:
-        ws = room.senders[seq % len(room.senders)]
-        await ws.send(json.dumps({"type": "chat", "message": text}))
-
     n = len(room.sockets)
+    send = room.send_chat
     await run_step("warm-up", 0, WARMUP_RATE, WARMUP_MESSAGES, send, room.recorder, n, meter)
     steps: list[Step] = []
     ladder = sorted(rates)
@@ -685,7 +737,7 @@ async def benchmark(c: Cluster, rates: Sequence[int], fd_limit: int) -> Report:
         bare = await bare_steps(redis_url, rates, meter)
 
         progress(f"chat fan-out: {USERS} sockets in one room over two replicas")
-        room = await open_room([a, b], users, meeting, "deflate")
+        room = await open_room([a, b], users, meeting)
         fanout = await fanout_steps(room, rates, meter)
         await room.close()
         if room.recorder.closed or room.recorder.errors:
@@ -956,12 +1008,19 @@ with the benchmark's processes spending 3.11, 3.53, 3.58 and 3.75 ms of CPU per 
 message (1.54 to 1.86 of the 2 cores busy): the p99 follows how much CPU a message costs
 on the machine that day, and the target sits at the edge of what these 2 cores give.
 
-Two things tried that day did not help and were left out: writing every message the bus
-hands over in one turn of the event loop with one write per socket (3.44 ms of CPU per
-chat message against 3.29 ms in the run before it), and a lighter WebSocket client for
-the generator (`websockets`' asyncio client, its sans-I/O protocol and aiohttp each spend
-8 to 10 µs per received message read in bulk; here each delivery is its own wake-up and
-`recv`).
+Writing every message the bus hands over in one turn of the event loop with one write per
+socket was tried that day and left out (3.44 ms of CPU per chat message against 3.29 ms
+in the run before it).
+
+The generator's sockets, measured by hand on 2026-11-22 as A/B (the `websockets` client
+with a task reading each socket, then picows callbacks, alternating, two runs each, rates
+300 to 500 msg/s): the generator spent 0.79 to 1.27 ms of CPU per chat message with
+`websockets` and 0.53 to 0.78 ms with picows, 16 to 25 µs against 11 to 16 µs per
+delivery. Parsing was not the difference (`websockets`, its sans-I/O protocol and aiohttp
+each spend 8 to 10 µs per message read in bulk): the task and future woken for each
+message were. The p99 at 500 msg/s in those runs, 6.7 and 18.6 ms before, 9.4 and 18.3
+ms after, followed the machine's speed that hour (bare Redis closed loop 12,471 and 8,401
+msg/s before, 12,687 and 11,126 after) more than the client.
 
 Run-to-run spread, also observed by hand: on this virtual machine, clean runs (other
 processes under 0.05 cores) on 2026-11-21 spent between 4.5 and 5.6 ms of CPU per chat
@@ -983,7 +1042,8 @@ Written by `make bench` (`bench/signaling.py`); rerun it to refresh this section
 - Machine: {cores} cores (nproc), CPU "{cpu_model()}"
 - Other processes on the machine kept busy: {foreign_load(report)}
 - Software: Python {platform.python_version()}, uvicorn {version("uvicorn")}, \
-websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {report.pg_version}
+websockets {version("websockets")}, picows {version("picows")}, redis-py {version("redis")}, \
+PostgreSQL {report.pg_version}
 - Run: {report.total_s:.0f} s in all, {report.setup_s:.0f} s of it registering {USERS} users \
 (argon2id) and joining them to the meeting; open-file limit {report.fd_limit:,}
 
@@ -996,7 +1056,10 @@ websockets {version("websockets")}, redis-py {version("redis")}, PostgreSQL {rep
   SFU process per meeting (`KONFER_SFU_ENABLED=false`): this measures signaling, not media.
 - **Everything shares the {cores} cores**: both replicas, PostgreSQL, Redis and the load
   generator, which is this bench's own process (uvloop) and sends and receives every
-  message. The CPU table shows what each of them used.
+  message. The CPU table shows what each of them used. The room's sockets are picows
+  clients: frames parsed in C and handed to a callback, no task woken per message, so
+  that receiving {USERS} deliveries of each chat takes as little as it can of the cores
+  being measured (real clients run on their own machines).
 - Chat fan-out: {USERS} users in one meeting (`max_participants` 100), one socket each,
   {USERS // 2} on each replica, joined through `POST /api/v1/meetings/{{id}}/join` and then
   the socket's `join`. The sockets offer permessage-deflate, as browsers do; the

@@ -13,8 +13,11 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.conftest import fresh_postgres_url, service_env
+from tests.integration.replicas import cluster
 from tests.integration.sfu_peers import Keys, sfu_process
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -52,3 +55,32 @@ async def test_sfu_benchmark_finds_the_sfu_process_it_measures(tmp_path: Path) -
         assert meeting.encode() in argv
     with pytest.raises(RuntimeError, match="no child process"):
         child_with_arg(str(uuid.uuid4()))
+
+
+async def test_signaling_benchmark_room_hears_every_chat_once(tmp_path: Path) -> None:
+    """The signaling benchmark reads its room through its own picows listener, not the
+    tests' client: every socket must get every chat, once, and closing must count no
+    socket as closed by a replica."""
+    from bench.signaling import create_meeting, drain, open_room, register, rest_join
+
+    with cluster(tmp_path, fresh_postgres_url(), service_env("KONFER_TEST_REDIS_URL")) as c:
+        replicas = [c.start(), c.start()]
+        async with httpx.AsyncClient(base_url=replicas[0].http, timeout=30) as rest:
+            users = [await register(rest) for _ in range(4)]
+            meeting = await create_meeting(rest, users[0])
+            for user in users:
+                await rest_join(rest, user, meeting)
+        room = await open_room(replicas, users, meeting)
+        try:
+            assert not room.deflate
+            assert len(room.senders) == 4  # two on each replica
+            room.recorder.received[7] = []
+            for seq in range(6):
+                await room.send_chat(seq, f"7:{seq}")
+            await drain(room.recorder, 7, 6 * len(users))
+            got = [(seq, who) for seq, _, who in room.recorder.received[7]]
+            assert sorted(got) == [(seq, who) for seq in range(6) for who in range(len(users))]
+            assert room.recorder.errors == []
+        finally:
+            await room.close()
+        assert room.recorder.closed == []
