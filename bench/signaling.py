@@ -1020,7 +1020,9 @@ delivery. Parsing was not the difference (`websockets`, its sans-I/O protocol an
 each spend 8 to 10 µs per message read in bulk): the task and future woken for each
 message were. The p99 at 500 msg/s in those runs, 6.7 and 18.6 ms before, 9.4 and 18.3
 ms after, followed the machine's speed that hour (bare Redis closed loop 12,471 and 8,401
-msg/s before, 12,687 and 11,126 after) more than the client.
+msg/s before, 12,687 and 11,126 after) more than the client. Seven runs with picows that
+evening (21:00 to 21:50 UTC, bare closed loop 9,914 to 13,774 msg/s): p99 at 500 msg/s
+8.8, 9.4, 18.3, 13.4 (the one written here), 9.6, 16.1 and 7.6 ms, p50 2.1 to 5.1 ms.
 
 Run-to-run spread, also observed by hand: on this virtual machine, clean runs (other
 processes under 0.05 cores) on 2026-11-21 spent between 4.5 and 5.6 ms of CPU per chat
