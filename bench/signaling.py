@@ -448,7 +448,7 @@ class ChatListener(picows.WSListener):
 
     Why not the ``websockets`` client the tests use: the generator receives all 50
     deliveries of every chat on the same 2 cores as the product, and a task woken per
-    message (``async for`` over a connection) cost it 16 to 21 µs of CPU per delivery, a
+    message (``async for`` over a connection) cost it 16 to 25 µs of CPU per delivery, a
     third of everything a chat cost at 500 msg/s. picows parses frames in C and calls this
     straight from the socket's read callback, with no task or future per message.
     """
