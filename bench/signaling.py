@@ -251,6 +251,8 @@ def deflate_negotiated(ws: ClientConnection) -> bool:
 async def open_joined(
     replica: Replica, user: User, meeting_id: str, compression: Compression
 ) -> ClientConnection:
+    """An idle socket, joined. These use ``websockets``, not the room's picows listener: it
+    can inflate, so the deflate variant still measures if a replica ever accepts the offer."""
     ws = await websockets.connect(
         replica.ws_url(user.token), compression=compression, max_size=None, open_timeout=60
     )

@@ -188,6 +188,29 @@ async def _combinations(
     return made
 
 
+async def test_batches_of_any_size_share_a_few_statements(client: ApiClient) -> None:
+    host, guest = await client.signup(), await client.signup()
+    meeting_id = await _meeting(client, host)
+    await _join(client, host, meeting_id)
+    await _join(client, guest, meeting_id)
+    writer = _writer(client)
+    senders = [uuid.UUID(host["user_id"]), uuid.UUID(guest["user_id"])]
+    texts: list[str] = []
+
+    for size in (3, 5, 6, 9):  # each gather is one batch: the writer drains after them
+        batch = [f"{size}-{i}" for i in range(size)]
+        await asyncio.gather(
+            *(writer.post(meeting_id, senders[i % 2], t) for i, t in enumerate(batch))
+        )
+        texts += batch
+
+    # Padded to 4, 8, 8 and 16 rows: one statement per power of two, none per odd size,
+    # and the padding rows stored nothing.
+    assert {4, 8, 16} <= set(writer.statement_sizes)
+    assert all(size & (size - 1) == 0 for size in writer.statement_sizes)
+    assert await _stored(client, meeting_id) == sorted(texts)
+
+
 async def _stored(client: ApiClient, meeting_id: uuid.UUID) -> list[str]:
     async with client.app.state.konfer.sessionmaker() as session:
         found = await session.scalars(

@@ -120,11 +120,16 @@ class ChatWriter:
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sessionmaker = sessionmaker
         self._max_batch = max_batch
-        self._statements: dict[int, Insert] = {}  # by batch size, built on first use
+        self._statements: dict[int, Insert] = {}  # by padded batch size, built on first use
         self._pending: list[_Pending] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # written batches, for tests and diagnostics
         self.checked = 0  # messages that went through the rules in Python, likewise
+
+    @property
+    def statement_sizes(self) -> list[int]:
+        """The batch sizes this writer has built an INSERT for, for tests and diagnostics."""
+        return sorted(self._statements)
 
     async def post(self, meeting_id: uuid.UUID, user_id: uuid.UUID, text: str) -> ChatMessage:
         """Store one chat; raises ``ChatRefused`` when the rules forbid it."""
